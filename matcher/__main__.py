@@ -1,0 +1,3 @@
+from matcher.cli import cli
+
+cli(prog_name="matcher")

@@ -1,0 +1,233 @@
+"""The `matcher` command line: a thin layer over the library modules.
+
+Every expected failure prints one line (`error: ...`) on stderr and exits with the code of its
+kind (see matcher.errors / docs/architecture.md).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import psycopg
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from matcher import config as config_mod
+from matcher import db as db_mod
+from matcher import dbt as dbt_mod
+from matcher import demo, runner
+from matcher.errors import DatabaseUnavailable, MatcherError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Context:
+    def __init__(self, project: Path, config_path: str | None):
+        self.project = project
+        self.config_path = config_path
+        self._config = None
+        self._db = None
+
+    @property
+    def config(self) -> config_mod.Config:
+        if self._config is None:
+            self._config = config_mod.load(self.config_path, self.project)
+        return self._config
+
+    @property
+    def db(self) -> db_mod.Database:
+        if self._db is None:
+            self._db = db_mod.resolve(self.project)
+        return self._db
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MatcherError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            err_console.print(f"[bold red]error:[/] database connection failed: {first}", highlight=False)
+            sys.exit(DatabaseUnavailable.exit_code)
+        except psycopg.Error as exc:
+            # Postgres messages can quote row values: show the error class, never the text.
+            logging.getLogger("matcher").debug("database error", exc_info=True)
+            err_console.print(
+                f"[bold red]error:[/] unexpected database error {type(exc).__name__} "
+                f"(SQLSTATE {exc.sqlstate}); rerun with -vv for details", highlight=False)
+            sys.exit(1)
+
+    return wrapper
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The dbt project folder (default: nearest folder with dbt_project.yml).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Matcher configuration file (default: matcher.toml in the project, if any).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="fleet-identity-matcher")
+@click.pass_context
+def cli(ctx, project_dir, config_path, verbose):
+    """Identity resolution for fleet partners: dbt builds candidates, the matcher links them."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)])
+    ctx.obj = Context(db_mod.project_dir(project_dir), config_path)
+
+
+@cli.command()
+@pass_ctx
+@handle_errors
+def migrate(ctx: Context):
+    """Create or upgrade the matcher-owned tables (idempotent)."""
+    from matcher.migrate import migrate as do_migrate
+
+    with ctx.db.connect(autocommit=True) as conn:
+        applied = do_migrate(conn, ctx.config.canon_schema)
+    console.print(f"schema {ctx.config.canon_schema}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+
+
+@cli.command("db")
+@pass_ctx
+@handle_errors
+def db_info(ctx: Context):
+    """Start the embedded database if needed and show where it is (no password shown)."""
+    db = ctx.db.resolved()
+    p = db.params
+    console.print(f"{'embedded' if ctx.db.embedded else 'server'}: host={p['host']} port={p['port']} "
+                  f"user={p['user']} dbname={p['dbname']}")
+    console.print(f"psql: PGHOST={p['host']} PGPORT={p['port']} PGUSER={p['user']} PGDATABASE={p['dbname']} psql")
+
+
+@cli.command("demo-data")
+@click.option("--leads", default=3000, show_default=True, help="Lead records across the three channels.")
+@click.option("--drivers", type=int, default=None, help="Driver records (default leads/2).")
+@click.option("--seed", default=42, show_default=True)
+@click.option("--mess", type=click.Choice(["clean", "default", "hard"]), default="default", show_default=True)
+@pass_ctx
+@handle_errors
+def demo_data(ctx: Context, leads, drivers, seed, mess):
+    """Write deterministic demo raw data (and its ground truth), replacing what is there."""
+    with ctx.db.connect(autocommit=True) as conn:
+        demo.create_raw_schema(conn, ctx.config.raw_schema)
+        counts = demo.generate(conn, demo.DemoSpec(leads=leads, drivers=drivers, seed=seed, mess=mess), ctx.config.raw_schema)
+    console.print(", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+@handle_errors
+def dbt(ctx: Context, dbt_args):
+    """Run dbt against the matcher's database, e.g. `matcher dbt build` or `matcher dbt docs generate`."""
+    if not dbt_args:
+        raise click.UsageError("name a dbt command, e.g. `matcher dbt build`")
+    dbt_mod.invoke(ctx.db, ctx.project, list(dbt_args))
+
+
+@cli.command()
+@click.option("--limit", type=int, default=None, help="Attempt at most this many due records.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON.")
+@pass_ctx
+@handle_errors
+def run(ctx: Context, limit, as_json):
+    """Score the candidate table, cluster, and upsert persons, links and origins."""
+    result = runner.run(ctx.db, ctx.config, limit=limit)
+    if as_json:
+        click.echo(json.dumps(_run_dict(result), indent=2))
+    else:
+        _print_run(result)
+
+
+@cli.command()
+@click.option("--demo", "use_demo", is_flag=True, help="Write demo raw data first (when raw tables are empty).")
+@click.option("--regenerate", is_flag=True, help="With --demo: replace existing raw data.")
+@click.option("--leads", default=3000, show_default=True, help="Demo size (with --demo).")
+@click.option("--seed", default=42, show_default=True, help="Demo seed (with --demo).")
+@click.option("--mess", type=click.Choice(["clean", "default", "hard"]), default="default", show_default=True)
+@click.option("--labels", default=None, help="Labelled table for precision/recall (default raw.ground_truth if present).")
+@click.option("--quiet-dbt", is_flag=True, help="Hide dbt's own output.")
+@pass_ctx
+@handle_errors
+def pipeline(ctx: Context, use_demo, regenerate, leads, seed, mess, labels, quiet_dbt):
+    """Run everything: database up, tables ready, (demo data), dbt build, matcher run, summary."""
+    from matcher.pipeline import run_pipeline
+
+    spec = demo.DemoSpec(leads=leads, seed=seed, mess=mess) if use_demo else None
+    console.rule("[bold]fleet identity pipeline")
+    console.print(f"database: {ctx.db.describe()}")
+    result = run_pipeline(ctx.db, ctx.project, ctx.config, demo_spec=spec, regenerate=regenerate,
+                          dbt_quiet=quiet_dbt, labels=labels)
+    _print_run(result.run)
+    s = result.summary
+    table = Table(title="Identity summary", show_header=False)
+    for key in ("records", "persons", "links", "origins"):
+        table.add_row(key, f"{s[key]:,}")
+    for reason, n in s["unresolved_by_reason"].items():
+        table.add_row(f"unresolved: {reason}", f"{n:,}")
+    console.print(table)
+    if result.quality:
+        q = result.quality
+        line = f"precision {q.precision:.4f}  recall {q.recall:.4f}  F1 {q.f1:.4f}"
+        if q.blocking_recall is not None:
+            line += f"  blocking recall {q.blocking_recall:.4f}"
+        console.print(f"[bold]quality vs ground truth:[/] {line}  ({q.true_pairs:,} true pairs)")
+    console.print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+
+
+@cli.command("evaluate")
+@click.option("--labels", default="raw.ground_truth", show_default=True,
+              help="Labelled table (source_table, source_pk, true_entity_id).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@handle_errors
+def evaluate_cmd(ctx: Context, labels, as_json):
+    """Pairwise precision, recall, F1 and blocking recall against labelled data."""
+    from matcher.evaluate import evaluate
+
+    with ctx.db.connect(autocommit=True) as conn:
+        q = evaluate(conn, labels=labels, canon_schema=ctx.config.canon_schema)
+    if as_json:
+        click.echo(json.dumps(q.as_dict(), indent=2))
+        return
+    table = Table(title=f"Match quality vs {labels}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("records", "true_pairs", "predicted_pairs", "true_positive_pairs"):
+        table.add_row(key, f"{getattr(q, key):,}")
+    for key in ("precision", "recall", "f1", "blocking_recall"):
+        v = getattr(q, key)
+        table.add_row(key, "n/a" if v is None else f"{v:.4f}")
+    console.print(table)
+
+
+def _run_dict(r: runner.RunResult) -> dict:
+    return {
+        "run_id": r.run_id, "status": r.status, "processed": r.processed, "matched": r.matched,
+        "new_persons": r.new_persons, "origins_written": r.origins_written, "failed": r.failed,
+        "failed_by_reason": r.failed_by_reason, "pending": r.pending, "pairs_scored": r.pairs_scored,
+        "pairs_accepted": r.pairs_accepted, "rows_written": r.rows_written,
+        "timings": {k: round(v, 3) for k, v in r.timings.items()},
+    }
+
+
+def _print_run(r: runner.RunResult) -> None:
+    reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r.failed_by_reason.items())) or "none"
+    console.print(
+        f"run {r.run_id} [green]{r.status}[/]: processed {r.processed:,}, linked {r.matched:,}, "
+        f"new persons {r.new_persons:,}, origins {r.origins_written:,}, failed {r.failed:,} ({reasons}), "
+        f"still pending {r.pending:,}; pairs scored {r.pairs_scored:,}, accepted {r.pairs_accepted:,}"
+    )

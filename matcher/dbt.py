@@ -1,0 +1,75 @@
+"""Running dbt against the same database the matcher uses.
+
+dbt runs as a subprocess (`python -m dbt.cli.main`) of the same interpreter: isolated from
+the matcher's logging and globals, and given explicit PG* variables from `Database.dbt_env`.
+Unless the user names a profiles folder (`--profiles-dir` or DBT_PROFILES_DIR), the project's
+`profiles.example.yml` is copied to `.matcher/profiles.yml` and used: it reads only env_var().
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from matcher.db import Database, state_dir
+from matcher.errors import DbtFailed
+
+log = logging.getLogger(__name__)
+
+
+def profiles_dir(project: Path) -> Path:
+    explicit = os.environ.get("DBT_PROFILES_DIR")
+    if explicit:
+        return Path(explicit)
+    target = state_dir(project)
+    example = project / "profiles.example.yml"
+    profile = target / "profiles.yml"
+    if not profile.exists() or profile.read_bytes() != example.read_bytes():
+        shutil.copyfile(example, profile)
+    return target
+
+
+def dbt_env(db: Database, project: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # The matcher's database is authoritative (it was itself read from the dbt profile when the
+    # user named one), so dbt always gets it as explicit PG* variables.
+    env.update(db.dbt_env())
+    env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    env.update(extra or {})
+    return env
+
+
+def invoke(
+    db: Database,
+    project: Path,
+    args: list[str],
+    *,
+    target_path: Path | None = None,
+    quiet: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run `dbt <args>` in the project; raise DbtFailed with dbt's error lines on failure."""
+    state = state_dir(project)
+    target_path = target_path or Path(os.environ.get("MATCHER_DBT_TARGET_PATH", state / "target"))
+    cmd = [
+        sys.executable, "-m", "dbt.cli.main", *args,
+        "--project-dir", str(project),
+        "--profiles-dir", str(profiles_dir(project)),
+        "--target-path", str(target_path),
+        "--log-path", str(target_path / "logs"),
+    ]
+    log.info("dbt %s", " ".join(args))
+    proc = subprocess.run(
+        cmd, cwd=project, env=dbt_env(db, project, extra_env), text=True,
+        stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None,
+    )
+    if proc.returncode != 0:
+        detail = ""
+        if quiet and proc.stdout:
+            errors = [ln for ln in proc.stdout.splitlines() if "ERROR" in ln or "FAIL" in ln or "Error" in ln]
+            detail = "; ".join(ln.strip() for ln in errors[-5:])
+        raise DbtFailed(f"dbt {args[0]} failed (exit {proc.returncode}){': ' + detail if detail else ''}")
+    return proc

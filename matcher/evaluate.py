@@ -1,0 +1,104 @@
+"""Match quality against labelled data: pairwise precision, recall, F1 and blocking recall.
+
+The labels are any table shaped `(source_table, source_pk, true_entity_id)`; the demo generator
+writes `raw.ground_truth`. A record without a link counts as its own singleton cluster.
+Pairwise: every unordered pair of records in the same true entity is a true pair; every pair
+in the same person is a predicted pair. Blocking recall: the share of true pairs that share at
+least one blocking key (so could reach the candidate table).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import psycopg
+from psycopg import sql
+
+from matcher.errors import MatcherError
+
+
+@dataclass
+class Quality:
+    records: int
+    true_pairs: int
+    predicted_pairs: int
+    true_positive_pairs: int
+    blocked_true_pairs: int | None
+    precision: float
+    recall: float
+    f1: float
+    blocking_recall: float | None
+    by_source: list[dict]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else 1.0
+
+
+def parse_table(name: str) -> sql.Composable:
+    parts = name.split(".")
+    if len(parts) not in (1, 2) or not all(parts):
+        raise MatcherError(f"labels table must be 'schema.table' or 'table', got {name!r}")
+    return sql.Identifier(*parts)
+
+
+def evaluate(
+    conn: psycopg.Connection,
+    *,
+    labels: str,
+    canon_schema: str = "canon",
+    intermediate_schema: str = "intermediate",
+    with_blocking: bool = True,
+) -> Quality:
+    exists = conn.execute("select to_regclass(%s)", (labels,)).fetchone()[0]
+    if exists is None:
+        raise MatcherError(f"labels table {labels} does not exist")
+    ids = {"labels": parse_table(labels), "canon": sql.Identifier(canon_schema), "inter": sql.Identifier(intermediate_schema)}
+    conn.execute("drop table if exists pg_temp.eval_records")
+    conn.execute(
+        sql.SQL(
+            "create temp table eval_records as"
+            " select t.source_table, t.source_pk, t.true_entity_id,"
+            " coalesce(l.person_key::text, 'unlinked:' || t.source_table || ':' || t.source_pk) as cluster"
+            " from {labels} t left join {canon}.identity_links l using (source_table, source_pk)"
+        ).format(**ids)
+    )
+    pairs = "sum(n * (n - 1) / 2)::bigint"
+    records = conn.execute("select count(*) from eval_records").fetchone()[0]
+    true_pairs = conn.execute(f"select coalesce({pairs}, 0) from (select count(*) n from eval_records group by true_entity_id) s").fetchone()[0]
+    predicted = conn.execute(f"select coalesce({pairs}, 0) from (select count(*) n from eval_records group by cluster) s").fetchone()[0]
+    tp = conn.execute(f"select coalesce({pairs}, 0) from (select count(*) n from eval_records group by cluster, true_entity_id) s").fetchone()[0]
+
+    blocked = None
+    if with_blocking:
+        has_keys = conn.execute("select to_regclass(%s)", (f"{intermediate_schema}.int_identity__blocking_keys",)).fetchone()[0]
+        if has_keys:
+            blocked = conn.execute(
+                sql.SQL(
+                    "with k as ("
+                    "  select k.record_uid, k.key_type, k.key_value, e.true_entity_id"
+                    "  from {inter}.int_identity__blocking_keys k"
+                    "  join {inter}.int_identity__records r using (record_uid)"
+                    "  join eval_records e on (e.source_table, e.source_pk) = (r.source_table, r.source_pk))"
+                    " select count(*) from (select distinct a.record_uid, b.record_uid from k a join k b"
+                    "  on (a.key_type, a.key_value, a.true_entity_id) = (b.key_type, b.key_value, b.true_entity_id)"
+                    "  and a.record_uid < b.record_uid) s"
+                ).format(**ids)
+            ).fetchone()[0]
+
+    by_source = [
+        {"source_table": st, "records": n, "linked": linked, "linked_share": round(_ratio(linked, n), 4)}
+        for st, n, linked in conn.execute(
+            "select source_table, count(*), count(*) filter (where cluster not like 'unlinked:%%')"
+            " from eval_records group by 1 order by 1"
+        ).fetchall()
+    ]
+    precision, recall = _ratio(tp, predicted), _ratio(tp, true_pairs)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return Quality(
+        records=records, true_pairs=true_pairs, predicted_pairs=predicted, true_positive_pairs=tp,
+        blocked_true_pairs=blocked, precision=precision, recall=recall, f1=f1,
+        blocking_recall=_ratio(blocked, true_pairs) if blocked is not None else None, by_source=by_source,
+    )

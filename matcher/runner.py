@@ -1,0 +1,564 @@
+"""One matcher run: read the dbt-built candidates, score, cluster, write, record.
+
+Flow (one advisory lock per canon schema, so one run at a time):
+1. record the run (`match_runs`, status running); mark runs left "running" by a dead process failed;
+2. check the candidate tables against the contract the matcher was written for;
+3. choose the records *due* for an attempt: pending (no link), and never tried, or changed since
+   their last attempt, or failed longer than `retry_after_hours` ago with attempts left;
+4. stream candidate pairs touching a due record, score them column-wise, keep accepted pairs;
+   apply human decisions (do-not-link removes a pair, force-link adds one);
+5. connected components of accepted pairs; per component: no person -> a new person (key
+   derived from the component's smallest record key, so re-runs and resumed runs agree), one
+   person -> link the rest to it, two or more, or too big -> conflict (nothing merged);
+6. write decisions in batches that never split a component, one transaction per batch:
+   COPY into a temp table, then set-based idempotent upserts of registry, links, origins and
+   the append-only attempt log;
+7. write origins for every person that has links but no origin (also legacy links);
+8. close the run with its counts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from matcher import cluster, scoring
+from matcher.config import FIELDS, LEVELS, Config
+from matcher.db import Database
+from matcher.errors import CandidateContractError, MatcherError, RunLocked
+from matcher.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+# Same expression as macros/record_uid.sql: a stable 64-bit id for (source_table, source_pk).
+RECORD_UID_SQL = "('x' || left(md5({t} || ':' || {k}), 16))::bit(64)::bigint"
+
+CANDIDATE_CONTRACT = {
+    "identity_candidates": {
+        "left_uid": "bigint", "right_uid": "bigint", "blocking_rules": "ARRAY",
+        "l_phone": "text", "r_phone": "text", "l_document_number": "text", "r_document_number": "text",
+        "l_email": "text", "r_email": "text", "l_plate": "text", "r_plate": "text",
+        "l_full_name": "text", "r_full_name": "text",
+    },
+    "identity_pending_records": {
+        "record_uid": "bigint", "source_table": "text", "source_pk": "text", "record_kind": "text",
+        "origin_tag": "text", "event_at": "timestamp with time zone", "fingerprint": "text",
+        "usable_identifier_count": "integer", "precheck_fail_reason": "text",
+    },
+}
+
+FAIL_REASONS = ("missing_identifiers", "no_candidates", "below_threshold", "conflict", "shared_identifier")
+
+# decision codes in the uploaded node table
+LINK_NEW, LINK_EXISTING, CONFLICT = 1, 2, 3
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    status: str
+    processed: int = 0
+    matched: int = 0
+    new_persons: int = 0
+    origins_written: int = 0
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    pending: int = 0
+    pairs_scored: int = 0
+    pairs_accepted: int = 0
+    rows_written: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failed_by_reason.values())
+
+
+def _lock_key(schema: str) -> int:
+    return int.from_bytes(("matcher:" + schema).encode()[:8].ljust(8, b"\0"), "big", signed=True)
+
+
+class Run:
+    def __init__(self, db: Database, config: Config, *, command: str = "run", limit: int | None = None):
+        self.db, self.cfg, self.command, self.limit = db, config, command, limit
+        self.canon = sql.Identifier(config.canon_schema)
+        self.ident = sql.Identifier(config.identity_schema)
+        self.kill_after_batch = int(os.environ.get("MATCHER_TEST_KILL_AFTER_BATCH", "0") or 0)
+
+    # ---------------------------------------------------------------- helpers
+    def q(self, text: str, **ids) -> sql.Composed:
+        return sql.SQL(text).format(canon=self.canon, ident=self.ident, **ids)
+
+    def _record_run_row(self, conn, status: str, error: str | None = None) -> int:
+        row = conn.execute(
+            self.q(
+                "insert into {canon}.match_runs (command, status, parameters, pid, host, error, finished_at)"
+                " values (%s, %s, %s, %s, %s, %s, case when %s <> 'running' then clock_timestamp() end)"
+                " returning run_id"
+            ),
+            (self.command, status, json.dumps(self.cfg.as_parameters() | {"limit": self.limit}),
+             os.getpid(), socket.gethostname(), error, status),
+        ).fetchone()
+        return row[0]
+
+    # ---------------------------------------------------------------- entry
+    def execute(self) -> RunResult:
+        control = self.db.connect(autocommit=True, application_name="matcher-control")
+        try:
+            migrate(control, self.cfg.canon_schema)
+            got = control.execute("select pg_try_advisory_lock(%s)", (_lock_key(self.cfg.canon_schema),)).fetchone()[0]
+            if not got:
+                run_id = self._record_run_row(control, "skipped", "another matcher run holds the lock")
+                raise RunLocked(f"another matcher run is in progress; run {run_id} recorded as skipped")
+            # We hold the lock: any run still marked running belongs to a process that died.
+            control.execute(
+                self.q(
+                    "update {canon}.match_runs set status = 'failed', finished_at = clock_timestamp(),"
+                    " error = 'interrupted: the process ended before finishing (killed or crashed)'"
+                    " where status = 'running'"
+                )
+            )
+            run_id = self._record_run_row(control, "running")
+            result = RunResult(run_id=run_id, status="running")
+            try:
+                with self.db.connect(autocommit=True, application_name=f"matcher-run-{run_id}") as work:
+                    self._work(work, control, result)
+            except BaseException as exc:
+                message = str(exc) if isinstance(exc, MatcherError) else f"{type(exc).__name__}: {exc}"
+                control.execute(
+                    self.q(
+                        "update {canon}.match_runs set status = 'failed', finished_at = clock_timestamp(),"
+                        " error = %s where run_id = %s"
+                    ),
+                    (message[:2000], run_id),
+                )
+                raise
+            result.status = "succeeded"
+            self._finish(control, result)
+            return result
+        finally:
+            control.close()
+
+    def _finish(self, control, r: RunResult) -> None:
+        control.execute(
+            self.q(
+                "update {canon}.match_runs set status = %s, finished_at = clock_timestamp(),"
+                " heartbeat_at = clock_timestamp(), processed = %s, matched = %s, new_persons = %s,"
+                " origins_written = %s, failed = %s, failed_by_reason = %s, pending = %s, rows_written = %s,"
+                " parameters = parameters || %s where run_id = %s"
+            ),
+            (r.status, r.processed, r.matched, r.new_persons, r.origins_written, r.failed,
+             json.dumps(r.failed_by_reason), r.pending, r.rows_written,
+             json.dumps({"pairs_scored": r.pairs_scored, "pairs_accepted": r.pairs_accepted,
+                         "timings": {k: round(v, 3) for k, v in r.timings.items()}}),
+             r.run_id),
+        )
+
+    # ---------------------------------------------------------------- work
+    def _work(self, conn: psycopg.Connection, control: psycopg.Connection, r: RunResult) -> None:
+        t0 = time.perf_counter()
+        self.check_contract(conn)
+        due_count = self._select_due(conn, r)
+        r.timings["select_due"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        pairs = self._read_and_score(conn, r) if due_count else None
+        r.timings["read_score"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        self._decide(conn, pairs, r)
+        r.timings["cluster"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        self._write_batches(conn, control, r)
+        r.origins_written += self._repair_origins(conn, r.run_id)
+        r.timings["write"] = time.perf_counter() - t0
+
+        r.pending = conn.execute(
+            self.q(
+                "select count(*) from {ident}.identity_pending_records p"
+                " where not exists (select 1 from {canon}.identity_links l where l.record_uid = p.record_uid)"
+            )
+        ).fetchone()[0]
+
+    def check_contract(self, conn) -> None:
+        for table, columns in CANDIDATE_CONTRACT.items():
+            found = dict(
+                conn.execute(
+                    "select column_name, data_type from information_schema.columns"
+                    " where table_schema = %s and table_name = %s",
+                    (self.cfg.identity_schema, table),
+                ).fetchall()
+            )
+            if not found:
+                raise CandidateContractError(
+                    f"{self.cfg.identity_schema}.{table} does not exist: run `dbt build` (or `matcher pipeline`) first"
+                )
+            wrong = [f"{c} ({t})" for c, t in columns.items() if found.get(c) != t]
+            if wrong:
+                raise CandidateContractError(
+                    f"{self.cfg.identity_schema}.{table} does not match the matcher's contract "
+                    f"(missing or mistyped: {', '.join(wrong)}); rebuild it with `dbt build`"
+                )
+
+    def _select_due(self, conn, r: RunResult) -> int:
+        conn.execute("drop table if exists pg_temp.due")
+        conn.execute(
+            self.q(
+                "create temp table due as"
+                " select p.record_uid, p.source_table, p.source_pk, p.record_kind, p.fingerprint, p.precheck_fail_reason"
+                " from {ident}.identity_pending_records p"
+                " left join lateral ("
+                "   select count(*) as attempts, max(a.attempted_at) as last_at,"
+                "          (array_agg(a.record_fingerprint order by a.attempted_at desc))[1] as last_fingerprint"
+                "   from {canon}.match_attempts a"
+                "   where a.source_table = p.source_table and a.source_pk = p.source_pk"
+                " ) a on true"
+                " where not exists (select 1 from {canon}.identity_links l where l.record_uid = p.record_uid)"
+                "   and (a.attempts = 0"
+                "        or a.last_fingerprint is distinct from p.fingerprint"
+                "        or (a.last_at < clock_timestamp() - make_interval(secs => %s) and a.attempts < %s))"
+                " order by p.event_at, p.record_uid"
+                + (" limit %s" if self.limit else "")
+            ),
+            (self.cfg.retry_after_hours * 3600, self.cfg.max_attempts, *([self.limit] if self.limit else [])),
+        )
+        conn.execute("alter table due add primary key (record_uid)")
+        conn.execute("analyze due")
+        n = conn.execute("select count(*) from due").fetchone()[0]
+        r.processed = n
+        log.info("run %s: %s records due for an attempt", r.run_id, n)
+        return n
+
+    def _read_and_score(self, conn, r: RunResult) -> dict[str, np.ndarray]:
+        """Stream candidate pairs that touch a due record; keep accepted pairs and per-node best scores."""
+        query = self.q(
+            "select c.left_uid, c.right_uid, ll.person_key::text, rl.person_key::text,"
+            " coalesce(c.l_phone, ''), coalesce(c.r_phone, ''),"
+            " coalesce(c.l_document_number, ''), coalesce(c.r_document_number, ''),"
+            " coalesce(c.l_email, ''), coalesce(c.r_email, ''),"
+            " coalesce(c.l_plate, ''), coalesce(c.r_plate, ''),"
+            " coalesce(c.l_full_name, ''), coalesce(c.r_full_name, '')"
+            " from {ident}.identity_candidates c"
+            " left join {canon}.identity_links ll on ll.record_uid = c.left_uid"
+            " left join {canon}.identity_links rl on rl.record_uid = c.right_uid"
+            " where (exists (select 1 from due d where d.record_uid = c.left_uid)"
+            "        or exists (select 1 from due d where d.record_uid = c.right_uid))"
+            "   and (ll.person_key is null or rl.person_key is null)"
+        )
+        accepted: dict[str, list] = {k: [] for k in ("left", "right", "l_person", "r_person", "score", "prob", "rule", "name_sim", *FIELDS)}
+        seen_nodes, seen_scores = [], []
+        with conn.transaction(), conn.cursor(name="candidates") as cur:
+            cur.itersize = self.cfg.read_batch_size
+            cur.execute(query)
+            while True:
+                rows = cur.fetchmany(self.cfg.read_batch_size)
+                if not rows:
+                    break
+                cols = list(zip(*rows))
+                left = np.fromiter(cols[0], dtype=np.int64, count=len(rows))
+                right = np.fromiter(cols[1], dtype=np.int64, count=len(rows))
+                pairs = scoring.PairColumns.from_lists(
+                    l_phone=cols[4], r_phone=cols[5], l_document=cols[6], r_document=cols[7],
+                    l_email=cols[8], r_email=cols[9], l_plate=cols[10], r_plate=cols[11],
+                    l_name=cols[12], r_name=cols[13],
+                )
+                s = scoring.score_pairs(pairs, self.cfg)
+                r.pairs_scored += len(rows)
+                seen_nodes.extend([left, right])
+                seen_scores.extend([s.score, s.score])
+                keep = np.flatnonzero(s.accepted)
+                if keep.size:
+                    accepted["left"].append(left[keep])
+                    accepted["right"].append(right[keep])
+                    accepted["l_person"].append(np.asarray(cols[2], dtype=object)[keep])
+                    accepted["r_person"].append(np.asarray(cols[3], dtype=object)[keep])
+                    accepted["score"].append(s.score[keep])
+                    accepted["prob"].append(s.probability[keep])
+                    accepted["rule"].append(s.rule[keep])
+                    accepted["name_sim"].append(s.name_similarity[keep])
+                    for f in FIELDS:
+                        accepted[f].append(s.levels[f][keep])
+        out = {k: (np.concatenate(v) if v else np.array([])) for k, v in accepted.items()}
+        if seen_nodes:
+            nodes = np.concatenate(seen_nodes)
+            scores = np.concatenate(seen_scores)
+            order = np.lexsort((-scores, nodes))
+            uniq, first = np.unique(nodes[order], return_index=True)
+            out["seen_nodes"], out["seen_best"] = uniq, scores[order][first]
+        else:
+            out["seen_nodes"], out["seen_best"] = np.array([], dtype=np.int64), np.array([], dtype=np.float32)
+        r.pairs_accepted = len(out["left"])
+        return out
+
+    def _override_edges(self, conn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rows = conn.execute(
+            self.q(
+                "select o.decision, " + RECORD_UID_SQL.format(t="o.left_source_table", k="o.left_source_pk") + ", "
+                + RECORD_UID_SQL.format(t="o.right_source_table", k="o.right_source_pk") + ","
+                " ll.person_key::text, rl.person_key::text"
+                " from {canon}.match_overrides o"
+                " left join {canon}.identity_links ll on (ll.source_table, ll.source_pk) = (o.left_source_table, o.left_source_pk)"
+                " left join {canon}.identity_links rl on (rl.source_table, rl.source_pk) = (o.right_source_table, o.right_source_pk)"
+            )
+        ).fetchall()
+        dnl = [(a, b) for d, a, b, _, _ in rows if d == "do_not_link"]
+        force = [(a, b, pa, pb) for d, a, b, pa, pb in rows if d == "force_link" and (pa is None or pb is None)]
+        return dnl, force
+
+    def _decide(self, conn, acc: dict | None, r: RunResult) -> None:
+        """Cluster accepted pairs and upload one decision row per node into temp table `nodes`."""
+        conn.execute("drop table if exists pg_temp.nodes")
+        conn.execute(
+            "create temp table nodes (record_uid bigint primary key, component bigint not null,"
+            " batch integer not null, decision smallint not null, person_key uuid,"
+            " match_rule text, match_score real, probability real, name_similarity real,"
+            " phone smallint, document smallint, email smallint, plate smallint, name smallint,"
+            " component_size integer, conflict_kind text, conflict_persons uuid[])"
+        )
+        conn.execute("drop table if exists pg_temp.seen")
+        conn.execute("create temp table seen (record_uid bigint primary key, best_score real)")
+        if acc is None:
+            return
+        with conn.cursor() as cur, cur.copy("copy seen (record_uid, best_score) from stdin") as cp:
+            for uid, best in zip(acc["seen_nodes"].tolist(), acc["seen_best"].tolist()):
+                cp.write_row((uid, best))
+
+        left, right = acc["left"].astype(np.int64), acc["right"].astype(np.int64)
+        score = acc["score"].astype(np.float32)
+        rule_names = np.array([rl.name for rl in self.cfg.rules] + ["force_link"], dtype=object)
+        rule = acc["rule"].astype(np.int16)
+        l_person, r_person = acc["l_person"], acc["r_person"]
+        levels = {f: acc[f].astype(np.int16) for f in FIELDS}
+        prob, name_sim = acc["prob"].astype(np.float32), acc["name_sim"].astype(np.float32)
+
+        dnl, force = self._override_edges(conn)
+        if dnl and len(left):
+            blocked = {(min(a, b), max(a, b)) for a, b in dnl}
+            keep = np.array([(min(a, b), max(a, b)) not in blocked for a, b in zip(left.tolist(), right.tolist())], dtype=bool)
+            left, right, score, rule, prob, name_sim = left[keep], right[keep], score[keep], rule[keep], prob[keep], name_sim[keep]
+            l_person, r_person = l_person[keep], r_person[keep]
+            levels = {f: v[keep] for f, v in levels.items()}
+        if force:
+            fl = np.array([a for a, _, _, _ in force], dtype=np.int64)
+            fr = np.array([b for _, b, _, _ in force], dtype=np.int64)
+            left, right = np.concatenate([left, fl]), np.concatenate([right, fr])
+            score = np.concatenate([score, np.full(len(force), 99.0, np.float32)])
+            prob = np.concatenate([prob, np.ones(len(force), np.float32)])
+            name_sim = np.concatenate([name_sim, np.full(len(force), np.nan, np.float32)])
+            rule = np.concatenate([rule, np.full(len(force), len(self.cfg.rules), np.int16)])
+            l_person = np.concatenate([l_person, np.array([p for _, _, p, _ in force], dtype=object)])
+            r_person = np.concatenate([r_person, np.array([p for _, _, _, p in force], dtype=object)])
+            # a human decision has no field levels: -1 renders as null in the evidence
+            levels = {f: np.concatenate([v, np.full(len(force), -1, np.int16)]) for f, v in levels.items()}
+        if not len(left):
+            return
+
+        nodes, labels = cluster.connected_components(left, right)
+        # each node's person (None when unresolved)
+        person_of = {}
+        for uid, p in zip(np.concatenate([left, right]).tolist(), np.concatenate([l_person, r_person]).tolist()):
+            if p is not None:
+                person_of[uid] = p
+        node_person = np.array([person_of.get(u) for u in nodes.tolist()], dtype=object)
+        has_person = node_person != None  # noqa: E711
+        comp_size = np.bincount(labels, minlength=len(nodes))[labels]
+        # distinct persons per component
+        persons_by_comp: dict[int, set] = {}
+        for lab, p in zip(labels[has_person].tolist(), node_person[has_person].tolist()):
+            persons_by_comp.setdefault(lab, set()).add(p)
+
+        best_nodes, best_edge = cluster.best_edge_per_node(left, right, score)
+        assert np.array_equal(best_nodes, nodes)
+        unresolved = ~has_person
+        decision = np.zeros(len(nodes), dtype=np.int16)
+        person_key = np.empty(len(nodes), dtype=object)
+        conflict_kind = np.empty(len(nodes), dtype=object)
+        conflict_persons = np.empty(len(nodes), dtype=object)
+        for i in np.flatnonzero(unresolved).tolist():
+            lab = int(labels[i])
+            persons = persons_by_comp.get(lab, set())
+            if comp_size[i] > self.cfg.max_component_size:
+                decision[i], conflict_kind[i] = CONFLICT, "oversized_component"
+                conflict_persons[i] = sorted(persons)
+            elif len(persons) >= 2:
+                decision[i], conflict_kind[i] = CONFLICT, "multiple_persons"
+                conflict_persons[i] = sorted(persons)
+            elif len(persons) == 1:
+                decision[i], person_key[i] = LINK_EXISTING, next(iter(persons))
+            else:
+                decision[i] = LINK_NEW
+
+        # batches: whole components, about batch_size records each
+        comp_ids, comp_inverse = np.unique(labels, return_inverse=True)
+        comp_counts = np.bincount(comp_inverse)
+        comp_batch = (np.cumsum(comp_counts) - 1) // self.cfg.batch_size
+        batch = comp_batch[comp_inverse]
+
+        e = best_edge
+        sel = np.flatnonzero(unresolved)
+        with conn.cursor() as cur, cur.copy(
+            "copy nodes (record_uid, component, batch, decision, person_key, match_rule, match_score,"
+            " probability, name_similarity, phone, document, email, plate, name, component_size,"
+            " conflict_kind, conflict_persons) from stdin"
+        ) as cp:
+            for i in sel.tolist():
+                k = e[i]
+                cp.write_row((
+                    int(nodes[i]), int(nodes[labels[i]]), int(batch[i]), int(decision[i]), person_key[i],
+                    rule_names[rule[k]], float(score[k]), float(prob[k]),
+                    None if np.isnan(name_sim[k]) else float(name_sim[k]),
+                    int(levels["phone"][k]), int(levels["document"][k]), int(levels["email"][k]),
+                    int(levels["plate"][k]), int(levels["name"][k]), int(comp_size[i]),
+                    conflict_kind[i], conflict_persons[i],
+                ))
+        conn.execute("analyze nodes")
+
+    def _add_singletons(self, conn) -> None:
+        """Due records of a singleton kind (drivers) that matched nothing become their own person."""
+        if not self.cfg.singleton_person_kinds:
+            return
+        conn.execute(
+            "insert into nodes (record_uid, component, batch, decision, match_rule, match_score, probability,"
+            " component_size)"
+            " select d.record_uid, d.record_uid,"
+            " coalesce((select max(batch) + 1 from nodes), 0) + (row_number() over (order by d.record_uid) - 1) / %s,"
+            " 1, 'singleton_' || d.record_kind, 0, 1, 1"
+            " from due d"
+            " where d.record_kind = any(%s) and d.precheck_fail_reason is null"
+            " and not exists (select 1 from nodes n where n.record_uid = d.record_uid)",
+            (self.cfg.batch_size, list(self.cfg.singleton_person_kinds)),
+        )
+
+    def _write_batches(self, conn, control, r: RunResult) -> None:
+        """Per batch, one transaction: new persons, links, conflicts, attempts for its records."""
+        self._add_singletons(conn)
+        batches = [b for (b,) in conn.execute("select distinct batch from nodes order by 1").fetchall()]
+        level_arrays = {f: "array[" + ",".join(f"'{lv}'" for lv in LEVELS[f]) + "]" for f in FIELDS}
+        evidence = (
+            "jsonb_build_object('rule', n.match_rule, 'score', round(n.match_score::numeric, 2),"
+            " 'name_similarity', round(n.name_similarity::numeric, 1),"
+            + ", ".join(f"'{f}', ({level_arrays[f]})[n.{f} + 1]" for f in FIELDS)
+            + ")"
+        )
+        fixed_rules = [(rule.name, rule.confidence) for rule in self.cfg.rules] + [
+            ("force_link", "high"), ("singleton_driver", "high"), ("singleton_lead", "high")]
+        confidence = (
+            "(select v.conf from (values "
+            + ", ".join(f"('{name}', '{conf}')" for name, conf in fixed_rules)
+            + ") v(rule_name, conf) where v.rule_name = n.match_rule)"
+        )
+        new_key = "md5(min(p.source_table || ':' || p.source_pk) over (partition by n.component))::uuid"
+        statements = [
+            # person keys for new components: derived from the smallest record key of the component
+            "update nodes n set person_key = k.key from ("
+            " select n.record_uid, " + new_key + " as key"
+            " from nodes n join {ident}.identity_pending_records p using (record_uid)"
+            " where n.batch = %(b)s and n.decision = 1) k"
+            " where n.record_uid = k.record_uid",
+            "insert into {canon}.identity_registry (person_key, created_by_run)"
+            " select distinct person_key, %(run)s from nodes n where n.batch = %(b)s and n.decision = 1"
+            " on conflict (person_key) do nothing",
+            "insert into {canon}.identity_links as l (source_table, source_pk, record_uid, person_key, match_rule,"
+            " match_score, confidence, evidence, source_event_at, record_fingerprint, run_id)"
+            " select p.source_table, p.source_pk, n.record_uid, n.person_key, n.match_rule, n.probability,"
+            " " + confidence + ", " + evidence + ", p.event_at, p.fingerprint, %(run)s"
+            " from nodes n join {ident}.identity_pending_records p using (record_uid)"
+            " where n.batch = %(b)s and n.decision in (1, 2)"
+            " on conflict (source_table, source_pk) do update set person_key = excluded.person_key,"
+            " match_rule = excluded.match_rule, match_score = excluded.match_score,"
+            " confidence = excluded.confidence, evidence = excluded.evidence,"
+            " source_event_at = excluded.source_event_at, record_fingerprint = excluded.record_fingerprint,"
+            " run_id = excluded.run_id, updated_at = clock_timestamp()"
+            " where (l.person_key, l.match_rule, l.confidence, l.evidence, l.source_event_at, l.record_fingerprint)"
+            " is distinct from (excluded.person_key, excluded.match_rule, excluded.confidence, excluded.evidence,"
+            " excluded.source_event_at, excluded.record_fingerprint)",
+            "insert into {canon}.match_conflicts (run_id, source_table, source_pk, conflict_kind, component_size, person_keys)"
+            " select %(run)s, p.source_table, p.source_pk, n.conflict_kind, n.component_size, coalesce(n.conflict_persons, '{{}}')"
+            " from nodes n join {ident}.identity_pending_records p using (record_uid)"
+            " where n.batch = %(b)s and n.decision = 3 and n.record_uid in (select record_uid from due)"
+            " on conflict do nothing",
+            # attempts of this batch's records: matched ones, and due ones in conflicts
+            "insert into {canon}.match_attempts (run_id, source_table, source_pk, record_fingerprint, outcome,"
+            " fail_reason, best_score, match_rule, person_key)"
+            " select %(run)s, p.source_table, p.source_pk, p.fingerprint,"
+            " case when n.decision = 3 then 'failed' else 'matched' end,"
+            " case when n.decision = 3 then 'conflict' end, n.match_score, n.match_rule, n.person_key"
+            " from nodes n join {ident}.identity_pending_records p using (record_uid)"
+            " where n.batch = %(b)s and (n.decision in (1, 2) or n.record_uid in (select record_uid from due))",
+            # origins for the persons this batch touched
+            self._origin_sql("where o.person_key in (select person_key from nodes where batch = %(b)s and person_key is not null)"),
+        ]
+        for b in batches:
+            with conn.transaction():
+                counts = []
+                for stmt in statements:
+                    cur = conn.execute(self.q(stmt), {"b": b, "run": r.run_id})
+                    counts.append(max(cur.rowcount, 0))
+                r.new_persons += counts[1]
+                r.matched += counts[2]
+                r.rows_written += sum(counts[1:])
+                r.origins_written += counts[5]
+            control.execute(self.q("update {canon}.match_runs set heartbeat_at = clock_timestamp() where run_id = %s"), (r.run_id,))
+            if self.kill_after_batch and b + 1 >= self.kill_after_batch:
+                log.warning("test hook: killing the matcher after batch %s", b)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        # due records that ended without a link or a conflict: their fail reason
+        with conn.transaction():
+            cur = conn.execute(
+                self.q(
+                    "insert into {canon}.match_attempts (run_id, source_table, source_pk, record_fingerprint,"
+                    " outcome, fail_reason, best_score)"
+                    " select %(run)s, d.source_table, d.source_pk, d.fingerprint, 'failed',"
+                    " coalesce(d.precheck_fail_reason, case when s.record_uid is null then 'no_candidates'"
+                    "   else 'below_threshold' end), s.best_score"
+                    " from due d left join seen s using (record_uid)"
+                    " where not exists (select 1 from nodes n where n.record_uid = d.record_uid)"
+                ),
+                {"run": r.run_id},
+            )
+            r.rows_written += max(cur.rowcount, 0)
+        reasons = conn.execute(
+            self.q(
+                "select fail_reason, count(*) from {canon}.match_attempts where run_id = %s and outcome = 'failed'"
+                " group by 1"
+            ),
+            (r.run_id,),
+        ).fetchall()
+        r.failed_by_reason = dict(Counter({k: v for k, v in reasons}))
+
+    def _origin_sql(self, person_filter: str) -> str:
+        """Insert the origin of every person (matching the filter) that has links but no origin."""
+        priority = ", ".join(f"('{t}', {i})" for i, t in enumerate(self.cfg.origin_source_priority))
+        tag = ("case l.source_table when 'cabinet_leads' then 'cabinet_lead' when 'scout_registrations'"
+               " then 'scout_registration' when 'fleet_migrations' then 'fleet_migration' else 'driver_direct' end")
+        return (
+            "insert into {canon}.identity_origin (person_key, origin_tag, origin_source_table, origin_source_pk,"
+            " origin_at, origin_rule, run_id)"
+            " select distinct on (l.person_key) l.person_key, " + tag + ", l.source_table, l.source_pk,"
+            " l.source_event_at,"
+            " case when l.source_table = 'drivers' then 'no_lead_earliest_driver' else 'earliest_lead' end, %(run)s"
+            " from {canon}.identity_links l join (values " + priority + ") pr(source_table, rank) using (source_table)"
+            " where l.person_key in (select o.person_key from {canon}.identity_registry o " + person_filter
+            + " and not exists (select 1 from {canon}.identity_origin x where x.person_key = o.person_key))"
+            " order by l.person_key, (l.source_table = 'drivers'), l.source_event_at nulls last, pr.rank, l.source_pk"
+            " on conflict (person_key) do nothing"
+        )
+
+    def _repair_origins(self, conn, run_id: int) -> int:
+        with conn.transaction():
+            cur = conn.execute(self.q(self._origin_sql("where true")), {"run": run_id})
+        return max(cur.rowcount, 0)
+
+
+def run(db: Database, config: Config, *, limit: int | None = None, command: str = "run") -> RunResult:
+    return Run(db, config, command=command, limit=limit).execute()

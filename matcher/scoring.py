@@ -1,0 +1,213 @@
+"""Pair scoring: field agreement levels, weights, and the rule that accepts a pair.
+
+Everything here is column-wise: inputs are aligned arrays (one element per candidate pair,
+`""` for null), comparisons run in rapidfuzz's C code through `process.cpdist`, and levels,
+scores and rules are combined with numpy. There is no Python loop over pairs; the only loop
+over values is the tokenization of each *distinct* name.
+
+Levels per field (see defaults.toml for weights):
+- phone / document / plate: exact, close (<= N edits, Optimal String Alignment so a
+  transposition is one edit), differ, missing. Documents are also exact when their digits alone
+  agree and are long enough (a licence "Q12345678" and the DNI "12345678").
+- email: exact, close (same local part, or one edit), differ, missing.
+- name: exact (same sorted tokens), strong (every token of the shorter name matches a token
+  of the longer one: swapped order, missing second surname, initials, typos), fair (two or
+  more tokens match, not all: relatives share surnames), weak (one token), differ, missing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import OSA, JaroWinkler
+
+from matcher.config import FIELDS, IDENTIFIER_FIELDS, LEVELS, Config
+
+MAX_TOKENS = 5
+# Particles of Spanish/Portuguese names carry no identity ("maria del carmen", "de la cruz").
+NAME_PARTICLES = frozenset({"de", "del", "la", "las", "los", "y", "da", "das", "do", "dos", "e", "van", "von", "di"})
+
+CODE = {field: {level: i for i, level in enumerate(LEVELS[field])} for field in FIELDS}
+
+
+@dataclass
+class PairColumns:
+    """Aligned columns for a batch of pairs; "" stands for null."""
+
+    l_phone: np.ndarray
+    r_phone: np.ndarray
+    l_document: np.ndarray
+    r_document: np.ndarray
+    l_email: np.ndarray
+    r_email: np.ndarray
+    l_plate: np.ndarray
+    r_plate: np.ndarray
+    l_name: np.ndarray
+    r_name: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.l_phone)
+
+    @classmethod
+    def from_lists(cls, **columns) -> PairColumns:
+        return cls(**{k: _as_str_array(v) for k, v in columns.items()})
+
+
+@dataclass
+class Scores:
+    levels: dict[str, np.ndarray]   # field -> int8 level codes (index into LEVELS[field])
+    name_similarity: np.ndarray     # 0..100, mean best-token similarity over both names
+    score: np.ndarray               # sum of weights (log2 Bayes factor)
+    probability: np.ndarray         # logistic of score around the configured midpoint
+    rule: np.ndarray                # index into config.rules, -1 when no rule accepts the pair
+
+    @property
+    def accepted(self) -> np.ndarray:
+        return self.rule >= 0
+
+
+def _as_str_array(values) -> np.ndarray:
+    arr = np.asarray(values, dtype=object)
+    if arr.size and (arr == None).any():  # noqa: E711 - elementwise comparison
+        arr = np.where(arr == None, "", arr)  # noqa: E711
+    return arr.astype(str) if arr.size else np.array([], dtype=str)
+
+
+def _identifier_levels(left: np.ndarray, right: np.ndarray, max_edits: int) -> np.ndarray:
+    codes = CODE["phone"]
+    present = (left != "") & (right != "")
+    exact = present & (left == right)
+    out = np.full(len(left), codes["missing"], dtype=np.int8)
+    out[present] = codes["differ"]
+    todo = np.flatnonzero(present & ~exact)
+    if todo.size:
+        dist = process.cpdist(list(left[todo]), list(right[todo]), scorer=OSA.distance, workers=-1)
+        out[todo[dist <= max_edits]] = codes["close"]
+    out[exact] = codes["exact"]
+    return out
+
+
+def _digits(values: np.ndarray) -> np.ndarray:
+    """Digits of each value ("" when none); computed once per distinct value."""
+    uniq, inverse = np.unique(values, return_inverse=True)
+    table = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isdigit()))
+    stripped = np.array([u.translate(table) for u in uniq], dtype=str) if uniq.size else uniq
+    return stripped[inverse]
+
+
+def _document_levels(left, right, max_edits: int, min_digits: int) -> np.ndarray:
+    out = _identifier_levels(left, right, max_edits)
+    ld, rd = _digits(left), _digits(right)
+    same_digits = (ld == rd) & (np.char.str_len(ld) >= min_digits) if len(ld) else np.zeros(0, bool)
+    out[same_digits & (out != CODE["document"]["missing"])] = CODE["document"]["exact"]
+    return out
+
+
+def _email_levels(left, right, max_edits: int) -> np.ndarray:
+    out = _identifier_levels(left, right, max_edits)
+    differ = np.flatnonzero(out == CODE["email"]["differ"])
+    if differ.size:
+        l_local = np.char.partition(left[differ], "@")[:, 0]
+        r_local = np.char.partition(right[differ], "@")[:, 0]
+        same_local = (l_local == r_local) & (np.char.str_len(l_local) >= 4)
+        out[differ[same_local]] = CODE["email"]["close"]
+    return out
+
+
+def _tokenize(names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct names -> (inverse index, token matrix [distinct, MAX_TOKENS], sorted form)."""
+    uniq, inverse = np.unique(names, return_inverse=True)
+    tokens = np.full((len(uniq), MAX_TOKENS), "", dtype=object)
+    sorted_form = np.empty(len(uniq), dtype=object)
+    for i, name in enumerate(uniq):
+        toks = sorted({t for t in name.split() if t not in NAME_PARTICLES})
+        sorted_form[i] = " ".join(toks)
+        toks = toks[:MAX_TOKENS]
+        tokens[i, : len(toks)] = toks
+    return inverse, tokens.astype(str), sorted_form.astype(str)
+
+
+def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tuple[np.ndarray, np.ndarray]:
+    codes = CODE["name"]
+    n = len(left)
+    out = np.full(n, codes["missing"], dtype=np.int8)
+    similarity = np.zeros(n, dtype=np.float32)
+    if n == 0:
+        return out, similarity
+    inverse, tokens, sorted_form = _tokenize(np.concatenate([left, right]))
+    li, ri = inverse[:n], inverse[n:]
+    L, R = tokens[li], tokens[ri]                      # [n, MAX_TOKENS] each
+    l_real, r_real = L != "", R != ""
+    nl, nr = l_real.sum(axis=1), r_real.sum(axis=1)
+    l_initial = np.char.str_len(L) == 1
+    r_initial = np.char.str_len(R) == 1
+    l_first, r_first = L.astype("<U1"), R.astype("<U1")
+
+    sim = np.zeros((n, MAX_TOKENS, MAX_TOKENS), dtype=np.float32)
+    for i in range(MAX_TOKENS):
+        li_real = l_real[:, i]
+        if not li_real.any():
+            continue
+        for j in range(MAX_TOKENS):
+            both = np.flatnonzero(li_real & r_real[:, j])
+            if not both.size:
+                continue
+            s = process.cpdist(list(L[both, i]), list(R[both, j]), scorer=JaroWinkler.normalized_similarity, workers=-1)
+            # an initial ("j") agrees with any token starting with that letter
+            initial = (l_initial[both, i] | r_initial[both, j]) & (l_first[both, i] == r_first[both, j])
+            sim[both, i, j] = np.where(initial, np.maximum(s, token_match + 0.01), s)
+
+    best_l = np.where(l_real, sim.max(axis=2), 0.0)
+    best_r = np.where(r_real, sim.max(axis=1), 0.0)
+    matched_l = ((best_l >= token_match) & l_real).sum(axis=1)
+    matched_r = ((best_r >= token_match) & r_real).sum(axis=1)
+    short_is_left = nl <= nr
+    n_short = np.where(short_is_left, nl, nr)
+    matched_short = np.where(short_is_left, matched_l, matched_r)
+    total = np.maximum(nl + nr, 1)
+    similarity = (100.0 * (best_l.sum(axis=1) + best_r.sum(axis=1)) / total).astype(np.float32)
+
+    present = (nl > 0) & (nr > 0)
+    level = np.full(n, codes["differ"], dtype=np.int8)
+    level[matched_short >= 1] = codes["weak"]
+    level[matched_short >= 2] = codes["fair"]
+    level[(matched_short == n_short) & (n_short >= 2)] = codes["strong"]
+    level[sorted_form[li] == sorted_form[ri]] = codes["exact"]
+    out[present] = level[present]
+    similarity[~present] = 0.0
+    return out, similarity
+
+
+def score_pairs(pairs: PairColumns, config: Config) -> Scores:
+    edits = config.close_max_edits
+    levels = {
+        "phone": _identifier_levels(pairs.l_phone, pairs.r_phone, edits),
+        "document": _document_levels(pairs.l_document, pairs.r_document, edits, config.document_min_digits),
+        "email": _email_levels(pairs.l_email, pairs.r_email, edits),
+        "plate": _identifier_levels(pairs.l_plate, pairs.r_plate, edits),
+    }
+    levels["name"], name_similarity = _name_levels(pairs.l_name, pairs.r_name, config.name_token_match)
+
+    score = np.zeros(len(pairs), dtype=np.float32)
+    for field in FIELDS:
+        lookup = np.array([config.weights[field][lv] for lv in LEVELS[field]], dtype=np.float32)
+        score += lookup[levels[field]]
+    probability = 1.0 / (1.0 + np.exp2(-(score - config.score_midpoint)))
+
+    exact_ids = sum((levels[f] == CODE[f]["exact"]).astype(np.int8) for f in IDENTIFIER_FIELDS)
+    agreeing_ids = sum(np.isin(levels[f], [CODE[f]["exact"], CODE[f]["close"]]).astype(np.int8) for f in IDENTIFIER_FIELDS)
+
+    rule = np.full(len(pairs), -1, dtype=np.int16)
+    for index, r in enumerate(config.rules):
+        ok = (rule < 0) & (score >= r.min_score)
+        ok &= exact_ids >= r.min_exact_identifiers
+        ok &= agreeing_ids >= r.min_identifier_agreements
+        for field, allowed in r.when.items():
+            ok &= np.isin(levels[field], [CODE[field][lv] for lv in allowed])
+        rule[ok] = index
+    return Scores(levels=levels, name_similarity=name_similarity, score=score, probability=probability, rule=rule)
+
+
+def level_names(field: str, codes: np.ndarray) -> np.ndarray:
+    return np.asarray(LEVELS[field], dtype=object)[codes]
