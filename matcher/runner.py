@@ -25,13 +25,15 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import psycopg
 from psycopg import sql
 
-from matcher import cluster, scoring
+from matcher import cluster, origins, scoring
 from matcher.config import FIELDS, LEVELS, Config
 from matcher.db import Database
 from matcher.errors import CandidateContractError, MatcherError, RunLocked
@@ -86,6 +88,84 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(("matcher:" + schema).encode()[:8].ljust(8, b"\0"), "big", signed=True)
 
 
+@dataclass
+class RunHandle:
+    """What a locked run hands to its body: its id and the control connection."""
+
+    run_id: int
+    control: psycopg.Connection
+    counts: dict = field(default_factory=dict)
+
+    def heartbeat(self, canon: str) -> None:
+        self.control.execute(
+            sql.SQL("update {}.match_runs set heartbeat_at = clock_timestamp() where run_id = %s").format(
+                sql.Identifier(canon)), (self.run_id,))
+
+
+@contextmanager
+def locked_run(db: Database, cfg: Config, command: str, parameters: dict | None = None) -> Iterator[RunHandle]:
+    """Run a body as one recorded matcher run, at most one at a time per canon schema.
+
+    The lock is a session advisory lock held by a dedicated connection: if the process dies,
+    Postgres drops the connection and the lock with it, so a crash never blocks the next run;
+    that next run marks the dead one failed.
+    """
+    canon = sql.Identifier(cfg.canon_schema)
+    params = json.dumps(cfg.as_parameters() | (parameters or {}))
+
+    def record(status: str, error: str | None = None) -> int:
+        return control.execute(
+            sql.SQL(
+                "insert into {}.match_runs (command, status, parameters, pid, host, error, finished_at)"
+                " values (%s, %s, %s, %s, %s, %s, case when %s <> 'running' then clock_timestamp() end)"
+                " returning run_id"
+            ).format(canon),
+            (command, status, params, os.getpid(), socket.gethostname(), error, status),
+        ).fetchone()[0]
+
+    control = db.connect(autocommit=True, application_name=f"matcher-{command}")
+    try:
+        migrate(control, cfg.canon_schema)
+        if not control.execute("select pg_try_advisory_lock(%s)", (_lock_key(cfg.canon_schema),)).fetchone()[0]:
+            run_id = record("skipped", "another matcher run holds the lock")
+            raise RunLocked(f"another matcher run is in progress; this {command} was recorded as skipped (run {run_id})")
+        # We hold the lock: a run still marked running belongs to a process that died.
+        control.execute(
+            sql.SQL(
+                "update {}.match_runs set status = 'failed', finished_at = clock_timestamp(),"
+                " error = 'interrupted: the process ended before finishing (killed or crashed)'"
+                " where status = 'running'"
+            ).format(canon)
+        )
+        handle = RunHandle(run_id=record("running"), control=control)
+        try:
+            yield handle
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, MatcherError) else f"{type(exc).__name__}"
+            control.execute(
+                sql.SQL(
+                    "update {}.match_runs set status = 'failed', finished_at = clock_timestamp(), error = %s"
+                    " where run_id = %s"
+                ).format(canon),
+                (message[:2000], handle.run_id),
+            )
+            raise
+        c = handle.counts
+        control.execute(
+            sql.SQL(
+                "update {}.match_runs set status = 'succeeded', finished_at = clock_timestamp(),"
+                " heartbeat_at = clock_timestamp(), processed = %s, matched = %s, new_persons = %s,"
+                " origins_written = %s, failed = %s, failed_by_reason = %s, pending = %s, rows_written = %s,"
+                " parameters = parameters || %s where run_id = %s"
+            ).format(canon),
+            (c.get("processed", 0), c.get("matched", 0), c.get("new_persons", 0), c.get("origins_written", 0),
+             c.get("failed", 0), json.dumps(c.get("failed_by_reason", {})), c.get("pending", 0),
+             c.get("rows_written", 0), json.dumps(c.get("extra", {})), handle.run_id),
+        )
+    finally:
+        control.close()
+
+
 class Run:
     def __init__(self, db: Database, config: Config, *, command: str = "run", limit: int | None = None):
         self.db, self.cfg, self.command, self.limit = db, config, command, limit
@@ -93,93 +173,44 @@ class Run:
         self.ident = sql.Identifier(config.identity_schema)
         self.kill_after_batch = int(os.environ.get("MATCHER_TEST_KILL_AFTER_BATCH", "0") or 0)
 
-    # ---------------------------------------------------------------- helpers
     def q(self, text: str, **ids) -> sql.Composed:
         return sql.SQL(text).format(canon=self.canon, ident=self.ident, **ids)
 
-    def _record_run_row(self, conn, status: str, error: str | None = None) -> int:
-        row = conn.execute(
-            self.q(
-                "insert into {canon}.match_runs (command, status, parameters, pid, host, error, finished_at)"
-                " values (%s, %s, %s, %s, %s, %s, case when %s <> 'running' then clock_timestamp() end)"
-                " returning run_id"
-            ),
-            (self.command, status, json.dumps(self.cfg.as_parameters() | {"limit": self.limit}),
-             os.getpid(), socket.gethostname(), error, status),
-        ).fetchone()
-        return row[0]
-
-    # ---------------------------------------------------------------- entry
     def execute(self) -> RunResult:
-        control = self.db.connect(autocommit=True, application_name="matcher-control")
-        try:
-            migrate(control, self.cfg.canon_schema)
-            got = control.execute("select pg_try_advisory_lock(%s)", (_lock_key(self.cfg.canon_schema),)).fetchone()[0]
-            if not got:
-                run_id = self._record_run_row(control, "skipped", "another matcher run holds the lock")
-                raise RunLocked(f"another matcher run is in progress; run {run_id} recorded as skipped")
-            # We hold the lock: any run still marked running belongs to a process that died.
-            control.execute(
-                self.q(
-                    "update {canon}.match_runs set status = 'failed', finished_at = clock_timestamp(),"
-                    " error = 'interrupted: the process ended before finishing (killed or crashed)'"
-                    " where status = 'running'"
-                )
-            )
-            run_id = self._record_run_row(control, "running")
-            result = RunResult(run_id=run_id, status="running")
-            try:
-                with self.db.connect(autocommit=True, application_name=f"matcher-run-{run_id}") as work:
-                    self._work(work, control, result)
-            except BaseException as exc:
-                message = str(exc) if isinstance(exc, MatcherError) else f"{type(exc).__name__}: {exc}"
-                control.execute(
-                    self.q(
-                        "update {canon}.match_runs set status = 'failed', finished_at = clock_timestamp(),"
-                        " error = %s where run_id = %s"
-                    ),
-                    (message[:2000], run_id),
-                )
-                raise
-            result.status = "succeeded"
-            self._finish(control, result)
-            return result
-        finally:
-            control.close()
-
-    def _finish(self, control, r: RunResult) -> None:
-        control.execute(
-            self.q(
-                "update {canon}.match_runs set status = %s, finished_at = clock_timestamp(),"
-                " heartbeat_at = clock_timestamp(), processed = %s, matched = %s, new_persons = %s,"
-                " origins_written = %s, failed = %s, failed_by_reason = %s, pending = %s, rows_written = %s,"
-                " parameters = parameters || %s where run_id = %s"
-            ),
-            (r.status, r.processed, r.matched, r.new_persons, r.origins_written, r.failed,
-             json.dumps(r.failed_by_reason), r.pending, r.rows_written,
-             json.dumps({"pairs_scored": r.pairs_scored, "pairs_accepted": r.pairs_accepted,
-                         "timings": {k: round(v, 3) for k, v in r.timings.items()}}),
-             r.run_id),
-        )
+        with locked_run(self.db, self.cfg, self.command, {"limit": self.limit}) as handle:
+            r = RunResult(run_id=handle.run_id, status="running")
+            with self.db.connect(autocommit=True, application_name=f"matcher-run-{handle.run_id}") as work:
+                self._work(work, handle, r)
+            handle.counts = {
+                "processed": r.processed, "matched": r.matched, "new_persons": r.new_persons,
+                "origins_written": r.origins_written, "failed": r.failed, "failed_by_reason": r.failed_by_reason,
+                "pending": r.pending, "rows_written": r.rows_written,
+                "extra": {"pairs_scored": r.pairs_scored, "pairs_accepted": r.pairs_accepted,
+                          "timings": {k: round(v, 3) for k, v in r.timings.items()}},
+            }
+        r.status = "succeeded"
+        return r
 
     # ---------------------------------------------------------------- work
-    def _work(self, conn: psycopg.Connection, control: psycopg.Connection, r: RunResult) -> None:
+    def _work(self, conn: psycopg.Connection, handle: RunHandle, r: RunResult) -> None:
         t0 = time.perf_counter()
         self.check_contract(conn)
         due_count = self._select_due(conn, r)
         r.timings["select_due"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
         pairs = self._read_and_score(conn, r) if due_count else None
-        r.timings["read_score"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         self._decide(conn, pairs, r)
         r.timings["cluster"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        self._write_batches(conn, control, r)
-        r.origins_written += self._repair_origins(conn, r.run_id)
+        self._write_batches(conn, handle, r)
+        with conn.transaction():
+            written = origins.backfill(conn, self.cfg, r.run_id)
+        r.origins_written += written
+        r.rows_written += written
+        r.rows_written += self._sync_queue(conn, r.run_id)
         r.timings["write"] = time.perf_counter() - t0
 
         r.pending = conn.execute(
@@ -260,9 +291,12 @@ class Run:
             cur.itersize = self.cfg.read_batch_size
             cur.execute(query)
             while True:
+                t_read = time.perf_counter()
                 rows = cur.fetchmany(self.cfg.read_batch_size)
+                r.timings["read"] = r.timings.get("read", 0.0) + time.perf_counter() - t_read
                 if not rows:
                     break
+                t_score = time.perf_counter()
                 cols = list(zip(*rows))
                 left = np.fromiter(cols[0], dtype=np.int64, count=len(rows))
                 right = np.fromiter(cols[1], dtype=np.int64, count=len(rows))
@@ -287,6 +321,7 @@ class Run:
                     accepted["name_sim"].append(s.name_similarity[keep])
                     for f in FIELDS:
                         accepted[f].append(s.levels[f][keep])
+                r.timings["score"] = r.timings.get("score", 0.0) + time.perf_counter() - t_score
         out = {k: (np.concatenate(v) if v else np.array([])) for k, v in accepted.items()}
         if seen_nodes:
             nodes = np.concatenate(seen_nodes)
@@ -362,35 +397,35 @@ class Run:
         if not len(left):
             return
 
-        nodes, labels = cluster.connected_components(left, right)
-        # each node's person (None when unresolved)
-        person_of = {}
-        for uid, p in zip(np.concatenate([left, right]).tolist(), np.concatenate([l_person, r_person]).tolist()):
-            if p is not None:
-                person_of[uid] = p
-        node_person = np.array([person_of.get(u) for u in nodes.tolist()], dtype=object)
-        has_person = node_person != None  # noqa: E711
+        # Components over unresolved records only: a linked record is an anchor for its person,
+        # never a bridge, so a conflict elsewhere cannot swallow a record that plainly belongs
+        # to one person.
+        l_open, r_open = l_person == None, r_person == None  # noqa: E711
+        open_nodes = np.unique(np.concatenate([left[l_open], right[r_open]]))
+        both_open = l_open & r_open
+        nodes, labels = cluster.connected_components(
+            np.concatenate([left[both_open], open_nodes]), np.concatenate([right[both_open], open_nodes])
+        )
         comp_size = np.bincount(labels, minlength=len(nodes))[labels]
-        # distinct persons per component
         persons_by_comp: dict[int, set] = {}
-        for lab, p in zip(labels[has_person].tolist(), node_person[has_person].tolist()):
-            persons_by_comp.setdefault(lab, set()).add(p)
+        for uid_side, person_side, sel_edges in ((left, r_person, l_open & ~r_open), (right, l_person, r_open & ~l_open)):
+            idx = np.searchsorted(nodes, uid_side[sel_edges])
+            for lab, p in zip(labels[idx].tolist(), person_side[sel_edges].tolist()):
+                persons_by_comp.setdefault(lab, set()).add(p)
 
-        best_nodes, best_edge = cluster.best_edge_per_node(left, right, score)
-        assert np.array_equal(best_nodes, nodes)
-        unresolved = ~has_person
+        all_nodes, all_best = cluster.best_edge_per_node(left, right, score)
+        best_edge = all_best[np.searchsorted(all_nodes, nodes)]
         decision = np.zeros(len(nodes), dtype=np.int16)
         person_key = np.empty(len(nodes), dtype=object)
         conflict_kind = np.empty(len(nodes), dtype=object)
         conflict_persons = np.empty(len(nodes), dtype=object)
-        for i in np.flatnonzero(unresolved).tolist():
-            lab = int(labels[i])
-            persons = persons_by_comp.get(lab, set())
-            if comp_size[i] > self.cfg.max_component_size:
-                decision[i], conflict_kind[i] = CONFLICT, "oversized_component"
-                conflict_persons[i] = sorted(persons)
-            elif len(persons) >= 2:
+        for i in range(len(nodes)):
+            persons = persons_by_comp.get(int(labels[i]), set())
+            if len(persons) >= 2:
                 decision[i], conflict_kind[i] = CONFLICT, "multiple_persons"
+                conflict_persons[i] = sorted(persons)
+            elif comp_size[i] + len(persons) > self.cfg.max_component_size:
+                decision[i], conflict_kind[i] = CONFLICT, "oversized_component"
                 conflict_persons[i] = sorted(persons)
             elif len(persons) == 1:
                 decision[i], person_key[i] = LINK_EXISTING, next(iter(persons))
@@ -404,7 +439,7 @@ class Run:
         batch = comp_batch[comp_inverse]
 
         e = best_edge
-        sel = np.flatnonzero(unresolved)
+        sel = np.arange(len(nodes))
         with conn.cursor() as cur, cur.copy(
             "copy nodes (record_uid, component, batch, decision, person_key, match_rule, match_score,"
             " probability, name_similarity, phone, document, email, plate, name, component_size,"
@@ -438,7 +473,7 @@ class Run:
             (self.cfg.batch_size, list(self.cfg.singleton_person_kinds)),
         )
 
-    def _write_batches(self, conn, control, r: RunResult) -> None:
+    def _write_batches(self, conn, handle: RunHandle, r: RunResult) -> None:
         """Per batch, one transaction: new persons, links, conflicts, attempts for its records."""
         self._add_singletons(conn)
         batches = [b for (b,) in conn.execute("select distinct batch from nodes order by 1").fetchall()]
@@ -494,20 +529,21 @@ class Run:
             " case when n.decision = 3 then 'conflict' end, n.match_score, n.match_rule, n.person_key"
             " from nodes n join {ident}.identity_pending_records p using (record_uid)"
             " where n.batch = %(b)s and (n.decision in (1, 2) or n.record_uid in (select record_uid from due))",
-            # origins for the persons this batch touched
-            self._origin_sql("where o.person_key in (select person_key from nodes where batch = %(b)s and person_key is not null)"),
         ]
+        batch_persons = sql.SQL("e.person_key in (select person_key from nodes where batch = %(b)s and person_key is not null)")
         for b in batches:
             with conn.transaction():
                 counts = []
                 for stmt in statements:
                     cur = conn.execute(self.q(stmt), {"b": b, "run": r.run_id})
                     counts.append(max(cur.rowcount, 0))
+                # origins for the persons this batch touched, in the same transaction
+                written = origins.backfill(conn, self.cfg, r.run_id, batch_persons, {"b": b})
                 r.new_persons += counts[1]
                 r.matched += counts[2]
-                r.rows_written += sum(counts[1:])
-                r.origins_written += counts[5]
-            control.execute(self.q("update {canon}.match_runs set heartbeat_at = clock_timestamp() where run_id = %s"), (r.run_id,))
+                r.rows_written += sum(counts[1:]) + written
+                r.origins_written += written
+            handle.heartbeat(self.cfg.canon_schema)
             if self.kill_after_batch and b + 1 >= self.kill_after_batch:
                 log.warning("test hook: killing the matcher after batch %s", b)
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -536,28 +572,48 @@ class Run:
         ).fetchall()
         r.failed_by_reason = dict(Counter({k: v for k, v in reasons}))
 
-    def _origin_sql(self, person_filter: str) -> str:
-        """Insert the origin of every person (matching the filter) that has links but no origin."""
-        priority = ", ".join(f"('{t}', {i})" for i, t in enumerate(self.cfg.origin_source_priority))
-        tag = ("case l.source_table when 'cabinet_leads' then 'cabinet_lead' when 'scout_registrations'"
-               " then 'scout_registration' when 'fleet_migrations' then 'fleet_migration' else 'driver_direct' end")
-        return (
-            "insert into {canon}.identity_origin (person_key, origin_tag, origin_source_table, origin_source_pk,"
-            " origin_at, origin_rule, run_id)"
-            " select distinct on (l.person_key) l.person_key, " + tag + ", l.source_table, l.source_pk,"
-            " l.source_event_at,"
-            " case when l.source_table = 'drivers' then 'no_lead_earliest_driver' else 'earliest_lead' end, %(run)s"
-            " from {canon}.identity_links l join (values " + priority + ") pr(source_table, rank) using (source_table)"
-            " where l.person_key in (select o.person_key from {canon}.identity_registry o " + person_filter
-            + " and not exists (select 1 from {canon}.identity_origin x where x.person_key = o.person_key))"
-            " order by l.person_key, (l.source_table = 'drivers'), l.source_event_at nulls last, pr.rank, l.source_pk"
-            " on conflict (person_key) do nothing"
-        )
-
-    def _repair_origins(self, conn, run_id: int) -> int:
+    def _sync_queue(self, conn, run_id: int) -> int:
+        """Keep the recovery queue equal to the red-KPI backlog, with this run's attempts applied."""
+        backlog = conn.execute("select to_regclass('ops.ops_kpi_red_backlog')").fetchone()[0]
+        if backlog is None:
+            log.warning("ops.ops_kpi_red_backlog is not built yet: recovery queue not synced (run dbt build)")
+            return 0
+        written = 0
         with conn.transaction():
-            cur = conn.execute(self.q(self._origin_sql("where true")), {"run": run_id})
-        return max(cur.rowcount, 0)
+            for stmt in (
+                # seed: every backlog lead has a queue item
+                "insert into {canon}.recovery_queue (source_table, source_pk, status, lead_at, fail_reason)"
+                " select b.lead_source_table, b.lead_source_pk, 'pending', g.lead_at, g.last_fail_reason"
+                " from ops.ops_kpi_red_backlog b"
+                " join ops.ops_identity_gap_analysis g using (lead_source_table, lead_source_pk)"
+                " on conflict (source_table, source_pk) do nothing",
+                # this run's attempts on queued leads
+                "update {canon}.recovery_queue q set attempts = q.attempts + 1, last_attempt_at = a.attempted_at,"
+                " status = case a.outcome when 'matched' then 'matched' else 'failed' end,"
+                " fail_reason = a.fail_reason, record_fingerprint = a.record_fingerprint,"
+                " matched_person_key = a.person_key,"
+                " matched_run_id = case a.outcome when 'matched' then a.run_id end,"
+                " closed_at = case a.outcome when 'matched' then a.attempted_at end, updated_at = clock_timestamp()"
+                " from {canon}.match_attempts a"
+                " where a.run_id = %(run)s and (a.source_table, a.source_pk) = (q.source_table, q.source_pk)",
+                # leads that left the backlog without an attempt of this run: a claim, or a repaired origin
+                "update {canon}.recovery_queue q set"
+                " status = case when l.person_key is not null and g.gap_reason = 'resolved' then 'matched' else 'claimed' end,"
+                " matched_person_key = l.person_key, closed_at = clock_timestamp(), updated_at = clock_timestamp()"
+                " from ops.ops_identity_gap_analysis g"
+                " left join {canon}.identity_links l on (l.source_table, l.source_pk) = (g.lead_source_table, g.lead_source_pk)"
+                " where (g.lead_source_table, g.lead_source_pk) = (q.source_table, q.source_pk)"
+                " and q.status in ('pending', 'failed')"
+                " and not exists (select 1 from ops.ops_kpi_red_backlog b"
+                "   where (b.lead_source_table, b.lead_source_pk) = (q.source_table, q.source_pk))",
+                # leads that came back into the backlog (e.g. an origin became inconsistent)
+                "update {canon}.recovery_queue q set status = 'pending', closed_at = null, updated_at = clock_timestamp()"
+                " from ops.ops_kpi_red_backlog b"
+                " where (b.lead_source_table, b.lead_source_pk) = (q.source_table, q.source_pk)"
+                " and q.status in ('matched', 'claimed')",
+            ):
+                written += max(conn.execute(self.q(stmt), {"run": run_id}).rowcount, 0)
+        return written
 
 
 def run(db: Database, config: Config, *, limit: int | None = None, command: str = "run") -> RunResult:

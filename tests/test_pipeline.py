@@ -21,6 +21,16 @@ TABLES = ("identity_registry", "identity_links", "identity_origin", "match_attem
           "identity_origin_history", "match_conflicts")
 
 
+class PipelineDb:
+    """A database plus what the pipeline printed on it."""
+
+    def __init__(self, db, output: str):
+        self.db, self.pipeline_output = db, output
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
 @pytest.fixture(scope="module")
 def pipeline_db(server, dbt_target):
     """A database on which the whole demo pipeline ran once."""
@@ -29,8 +39,7 @@ def pipeline_db(server, dbt_target):
             cli, ["pipeline", "--demo", "--leads", str(LEADS), "--quiet-dbt"], env=env_for(db, dbt_target)
         )
         assert result.exit_code == 0, result.output + repr(result.exception)
-        db.pipeline_output = result.output  # type: ignore[attr-defined]
-        yield db
+        yield PipelineDb(db, result.output)
 
 
 @pytest.fixture
@@ -123,7 +132,7 @@ def test_evidence_has_no_raw_pii(pconn):
 
 
 def test_quality_above_floor(pipeline_db):
-    result = CliRunner().invoke(cli, ["evaluate", "--json"], env=env_for(pipeline_db, ROOT / ".matcher" / "unused"))
+    result = CliRunner().invoke(cli, ["evaluate", "--json"], env=env_for(pipeline_db.db, ROOT / ".matcher" / "unused"))
     assert result.exit_code == 0, result.output
     q = json.loads(result.output)
     print(f"precision={q['precision']:.4f} recall={q['recall']:.4f} f1={q['f1']:.4f} blocking_recall={q['blocking_recall']}")
@@ -143,7 +152,7 @@ def _write_counters(conn) -> dict[str, tuple[int, int, int]]:
 
 
 def test_second_run_on_unchanged_input_writes_zero_rows(pipeline_db, dbt_target):
-    env = env_for(pipeline_db, dbt_target)
+    env = env_for(pipeline_db.db, dbt_target)
     # rebuild candidates from the now-linked state, as the scheduled job would
     assert CliRunner().invoke(cli, ["dbt", "build", "--quiet"], env=env).exit_code == 0
     with pipeline_db.connect(autocommit=True) as c:
@@ -158,7 +167,7 @@ def test_second_run_on_unchanged_input_writes_zero_rows(pipeline_db, dbt_target)
 
 
 def test_dbt_docs_generate(pipeline_db, dbt_target):
-    result = CliRunner().invoke(cli, ["dbt", "docs", "generate", "--quiet"], env=env_for(pipeline_db, dbt_target))
+    result = CliRunner().invoke(cli, ["dbt", "docs", "generate", "--quiet"], env=env_for(pipeline_db.db, dbt_target))
     assert result.exit_code == 0, result.output
     assert (dbt_target / "catalog.json").exists()
     catalog = json.loads((dbt_target / "catalog.json").read_text())
@@ -196,3 +205,13 @@ def subprocess_env_base() -> dict[str, str]:
     from matcher.db import LIBPQ_VARS
 
     return {k: v for k, v in os.environ.items() if k not in LIBPQ_VARS and k != "MATCHER_DATABASE_URL"}
+
+
+def test_record_uid_macro_and_matcher_agree(pconn):
+    from matcher.runner import RECORD_UID_SQL
+
+    expr = RECORD_UID_SQL.format(t="r.source_table", k="r.source_pk")
+    mismatched = pconn.execute(
+        f"select count(*) from intermediate.int_identity__records r where r.record_uid <> {expr}"
+    ).fetchone()[0]
+    assert mismatched == 0

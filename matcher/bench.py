@@ -1,0 +1,187 @@
+"""The shipped benchmark: full pipeline at N leads, then an incremental round and a no-change re-run.
+
+Phases are timed separately (generate, dbt staging, intermediate + candidates, matcher read /
+score / cluster / write, ops views, dbt tests), with rows or pairs per second and the matcher's
+peak memory (its own process, measured by the OS). Figures go to `docs/benchmarks/*.json` and
+a table in `docs/benchmark.md`, with the machine they came from.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from psycopg import sql
+
+from matcher import dbt, demo
+from matcher.config import Config
+from matcher.db import Database
+from matcher.migrate import migrate
+
+LAYERS = (
+    ("dbt_staging", "path:models/staging"),
+    ("dbt_candidates", "path:models/intermediate path:models/marts/identity"),
+)
+OPS_VIEWS = ("ops_identity_gap_summary", "ops_kpi_red_backlog", "ops_kpi_red_recovery_metrics_daily",
+             "ops_matcher_health", "ops_driver_unlinked_activity")
+
+
+@dataclass
+class Phase:
+    name: str
+    seconds: float
+    rows: int | None = None
+    unit: str = "rows"
+
+    def as_dict(self) -> dict:
+        rate = round(self.rows / self.seconds) if self.rows is not None and self.seconds > 0 else None
+        return {"phase": self.name, "seconds": round(self.seconds, 3), self.unit: self.rows, f"{self.unit}_per_s": rate}
+
+
+@dataclass
+class Round:
+    name: str
+    phases: list[Phase] = field(default_factory=list)
+    matcher_peak_mb: float | None = None
+    rows_written: int | None = None
+
+    @property
+    def total(self) -> float:
+        return sum(p.seconds for p in self.phases)
+
+    def as_dict(self) -> dict:
+        return {"round": self.name, "total_seconds": round(self.total, 3), "matcher_peak_mb": self.matcher_peak_mb,
+                "rows_written": self.rows_written, "phases": [p.as_dict() for p in self.phases]}
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def _matcher_run(db: Database, project: Path, env_extra: dict[str, str]) -> tuple[dict, float, float]:
+    """`matcher run --json` as a child process: (result, seconds, peak RSS in MB of that process)."""
+    env = dict(os.environ) | env_extra
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "matcher", "run", "--json"], cwd=project, env=env,
+                                stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # rusage of that one child: its own peak memory
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {proc.returncode}"
+        raise RuntimeError(f"matcher run failed: {last}")
+    return json.loads(stdout), seconds, usage.ru_maxrss / 1024
+
+
+def _count(db: Database, query: str) -> int:
+    with db.connect(autocommit=True) as c:
+        return c.execute(query).fetchone()[0]
+
+
+def _pipeline_round(name: str, db: Database, project: Path, cfg: Config, env_extra: dict[str, str]) -> Round:
+    rnd = Round(name)
+    for phase, selector in LAYERS:
+        _, s = _timed(lambda sel=selector: dbt.invoke(db, project, ["run", "--quiet", "--select", *sel.split()], quiet=True))
+        rows = None
+        if phase == "dbt_staging":
+            rows = _count(db, "select (select count(*) from raw.cabinet_leads) + (select count(*) from raw.scout_registrations)"
+                              " + (select count(*) from raw.fleet_migrations) + (select count(*) from raw.drivers)")
+        else:
+            rows = _count(db, sql.SQL("select count(*) from {}.identity_candidates").format(sql.Identifier(cfg.identity_schema)).as_string())
+        rnd.phases.append(Phase(phase, s, rows, "records" if phase == "dbt_staging" else "pairs"))
+    # ops models are views: (re)creating them is cheap, reading them is timed after the run
+    _, s = _timed(lambda: dbt.invoke(db, project, ["run", "--quiet", "--select", "path:models/marts/ops"], quiet=True))
+    rnd.phases.append(Phase("dbt_ops_views", s, None))
+    result, seconds, peak = _matcher_run(db, project, env_extra)
+    t = result["timings"]
+    pairs = result["pairs_scored"]
+    rnd.phases += [
+        Phase("matcher_select_due", t.get("select_due", 0.0), result["processed"], "records"),
+        Phase("matcher_read", t.get("read", 0.0), pairs, "pairs"),
+        Phase("matcher_score", t.get("score", 0.0), pairs, "pairs"),
+        Phase("matcher_cluster", t.get("cluster", 0.0), result["pairs_accepted"], "pairs"),
+        Phase("matcher_write", t.get("write", 0.0), result["rows_written"], "rows"),
+        Phase("matcher_overhead", max(seconds - sum(t.values()), 0.0), None),
+    ]
+    rnd.matcher_peak_mb = round(peak, 1)
+    rnd.rows_written = result["rows_written"]
+    _, s = _timed(lambda: [_count(db, f"select count(*) from ops.{v}") for v in OPS_VIEWS])
+    rnd.phases.append(Phase("ops_views_read", s, None))
+    return rnd
+
+
+def run_benchmark(db: Database, project: Path, cfg: Config, *, leads: int, drivers: int | None, incremental: int,
+                  seed: int = 42, with_tests: bool = False) -> dict:
+    env_extra = {"MATCHER_DATABASE_URL": " ".join(f"{k}={v}" for k, v in db.resolved().params.items())}
+    rounds: list[Round] = []
+    with db.connect(autocommit=True) as conn:
+        for schema in (cfg.canon_schema, cfg.identity_schema, "intermediate", "staging", "ops"):
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
+        migrate(conn, cfg.canon_schema)
+        demo.create_raw_schema(conn, cfg.raw_schema, drop=True)
+        spec = demo.DemoSpec(leads=leads, drivers=drivers, seed=seed)
+        counts, s = _timed(lambda: demo.generate(conn, spec, cfg.raw_schema))
+    full = Round("full")
+    records = sum(counts.get(t, 0) for t in ("cabinet_leads", "scout_registrations", "fleet_migrations", "drivers"))
+    full.phases.append(Phase("generate", s, records, "records"))
+    rest = _pipeline_round("full", db, project, cfg, env_extra)
+    full.phases += rest.phases
+    full.matcher_peak_mb, full.rows_written = rest.matcher_peak_mb, rest.rows_written
+    rounds.append(full)
+    if with_tests:
+        _, s = _timed(lambda: dbt.invoke(db, project, ["test", "--quiet"], quiet=True))
+        full.phases.append(Phase("dbt_tests", s, None))
+
+    if incremental:
+        with db.connect(autocommit=True) as conn:
+            _, s = _timed(lambda: demo.append_leads(conn, incremental, seed=seed + 1, schema=cfg.raw_schema, spec=spec))
+        inc = _pipeline_round(f"incremental_{incremental}", db, project, cfg, env_extra)
+        inc.phases.insert(0, Phase("append_leads", s, incremental, "records"))
+        rounds.append(inc)
+
+    rounds.append(_pipeline_round("no_change", db, project, cfg, env_extra))
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "leads": leads,
+        "drivers": drivers if drivers is not None else leads // 2,
+        "machine": machine(),
+        "rounds": [r.as_dict() for r in rounds],
+    }
+
+
+def machine() -> dict:
+    mem_gb = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gb = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gb": mem_gb, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def write_figures(result: dict, project: Path) -> Path:
+    out_dir = project / "docs" / "benchmarks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"bench_{result['leads']}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path

@@ -1,0 +1,125 @@
+-- One row per lead: is the lead tied to a person whose origin agrees with the evidence?
+
+with leads as (
+    select
+        record_uid,
+        source_table,
+        source_pk,
+        event_at
+    from {{ ref('int_identity__records') }}
+    where record_kind = 'lead'
+),
+
+links as (
+    select * from {{ ref('stg_canon__identity_links') }}
+),
+
+origins as (
+    select * from {{ ref('stg_canon__identity_origin') }}
+),
+
+attempts as (
+    select * from {{ ref('stg_canon__match_attempts') }}
+),
+
+latest_attempts as (
+    select distinct on (source_table, source_pk)
+        source_table,
+        source_pk,
+        outcome,
+        fail_reason,
+        attempted_at
+    from attempts
+    order by source_table, source_pk, attempted_at desc, attempt_id desc
+),
+
+earliest_linked_leads as (
+    select
+        person_key,
+        min(source_event_at) as earliest_lead_event_at
+    from links
+    where source_table <> 'drivers'
+    group by person_key
+),
+
+-- An origin contradicts the links when its record is not linked to the person, or when the
+-- person has a linked lead dated before it (a driver origin of a person with a lead counts as later:
+-- the rule only falls back to a driver when the person has no lead).
+origin_checks as (
+    select
+        origins.person_key,
+        origins.origin_tag,
+        origins.origin_source_table,
+        origins.origin_source_pk,
+        origins.decided_at,
+        origin_links.source_pk is null as is_origin_unlinked,
+        coalesce(
+            earliest_linked_leads.earliest_lead_event_at is not null
+            and (
+                origin_links.source_table = 'drivers'
+                or coalesce(origin_links.source_event_at, 'infinity'::timestamptz)
+                > earliest_linked_leads.earliest_lead_event_at
+            ),
+            false
+        ) as is_origin_later_than_earliest_lead
+    from origins
+    left join links as origin_links
+        on origin_links.source_table = origins.origin_source_table
+        and origin_links.source_pk = origins.origin_source_pk
+        and origin_links.person_key = origins.person_key
+    left join earliest_linked_leads
+        on earliest_linked_leads.person_key = origins.person_key
+),
+
+classified as (
+    select
+        leads.record_uid as lead_record_uid,
+        leads.source_table as lead_source_table,
+        leads.source_pk as lead_source_pk,
+        leads.event_at as lead_at,
+        links.person_key,
+        links.linked_at,
+        origin_checks.origin_tag,
+        origin_checks.origin_source_table,
+        origin_checks.origin_source_pk,
+        origin_checks.decided_at as origin_decided_at,
+        latest_attempts.attempted_at as last_attempt_at,
+        case when latest_attempts.outcome = 'failed' then latest_attempts.fail_reason end as last_fail_reason,
+        case
+            when links.person_key is null then 'no_identity'
+            when origin_checks.person_key is null then 'no_origin'
+            when origin_checks.is_origin_unlinked
+                or origin_checks.is_origin_later_than_earliest_lead then 'inconsistent_origin'
+            else 'resolved'
+        end as gap_reason
+    from leads
+    left join links
+        on links.source_table = leads.source_table
+        and links.source_pk = leads.source_pk
+    left join origin_checks
+        on origin_checks.person_key = links.person_key
+    left join latest_attempts
+        on latest_attempts.source_table = leads.source_table
+        and latest_attempts.source_pk = leads.source_pk
+),
+
+final as (
+    select
+        lead_record_uid,
+        lead_source_table,
+        lead_source_pk,
+        lead_at,
+        person_key,
+        linked_at,
+        origin_tag,
+        origin_source_table,
+        origin_source_pk,
+        origin_decided_at,
+        last_attempt_at,
+        last_fail_reason,
+        gap_reason,
+        case when gap_reason = 'resolved' then greatest(linked_at, origin_decided_at) end as resolved_at
+    from classified
+)
+
+select * from final

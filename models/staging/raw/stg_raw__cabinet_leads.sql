@@ -1,0 +1,34 @@
+with
+
+source as (
+
+    select * from {{ source('raw', 'cabinet_leads') }}
+
+),
+
+renamed as (
+
+    select
+
+        ----------  ids
+        nullif(trim(cast(lead_id as text)), '') as lead_id,
+
+        ----------  timestamps
+        cast(created_at as timestamptz) as event_at,
+
+        ----------  identifiers
+        {{ normalize_phone('phone') }} as phone,
+        {{ phone_invalid_reason('phone') }} as phone_invalid_reason,
+        {{ normalize_document('document_number') }} as document_number,
+        {{ normalize_email('email') }} as email,
+        {{ normalize_plate('license_plate') }} as plate,
+
+        ----------  names (concat_ws skips a missing part)
+        {{ normalize_name("concat_ws(' ', first_name, last_name)") }} as full_name,
+        {{ name_sorted_tokens(normalize_name("concat_ws(' ', first_name, last_name)")) }} as name_sorted
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,140 @@
+"""Scoring: the comparisons that real Latin-American person data needs, and their invariants."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from matcher import config, scoring
+from matcher.cluster import best_edge_per_node, connected_components
+
+CFG = config.load()
+
+
+def score_one(**fields):
+    cols = {k: [fields.get(k, "")] for k in (
+        "l_phone", "r_phone", "l_document", "r_document", "l_email", "r_email", "l_plate", "r_plate", "l_name", "r_name")}
+    s = scoring.score_pairs(scoring.PairColumns.from_lists(**cols), CFG)
+    levels = {f: scoring.LEVELS[f][s.levels[f][0]] for f in scoring.FIELDS}
+    rule = CFG.rules[s.rule[0]].name if s.rule[0] >= 0 else None
+    return levels, rule, float(s.score[0])
+
+
+@pytest.mark.parametrize("left,right,level", [
+    ("juan carlos quispe mamani", "quispe mamani juan carlos", "exact"),      # swapped given/family
+    ("juan carlos quispe mamani", "juan carlos quispe", "strong"),            # missing second surname
+    ("juan carlos quispe mamani", "j carlos quispe mamani", "strong"),        # initial
+    ("maria del carmen rojas", "maria carmen rojas", "exact"),                # particles carry no identity
+    ("jose luis nunez pena", "jose luis nunez pena", "exact"),
+    ("jose luis nunez pena", "jose luis nunes pena", "strong"),               # one-letter typo
+    ("juan quispe mamani", "maria quispe mamani", "fair"),                    # siblings share surnames
+    ("juan quispe", "pedro rojas", "differ"),
+    ("juan quispe", "", "missing"),
+])
+def test_name_levels(left, right, level):
+    levels, _, _ = score_one(l_name=left, r_name=right)
+    assert levels["name"] == level
+
+
+@pytest.mark.parametrize("left,right,level", [
+    ("12345678", "12345678", "exact"),
+    ("12345678", "12345687", "close"),      # adjacent transposition is one edit
+    ("12345678", "12345670", "close"),      # substitution
+    ("Q12345678", "12345678", "exact"),     # licence = letter + DNI: same digits
+    ("12345678", "87654321", "differ"),
+    ("12345678", "", "missing"),
+])
+def test_document_levels(left, right, level):
+    levels, _, _ = score_one(l_document=left, r_document=right)
+    assert levels["document"] == level
+
+
+def test_phone_and_sibling_name_is_not_a_link():
+    # a family phone shared by siblings: same phone, same surnames, different given names
+    _, rule, _ = score_one(l_phone="987654321", r_phone="987654321",
+                           l_name="juan quispe mamani", r_name="maria quispe mamani")
+    assert rule is None
+
+
+def test_phone_and_strong_name_links():
+    _, rule, _ = score_one(l_phone="987654321", r_phone="987654321",
+                           l_name="juan carlos quispe", r_name="quispe juan carlos")
+    assert rule == "phone_exact_name"
+
+
+def test_document_disagreement_vetoes_phone_match():
+    _, rule, _ = score_one(l_phone="987654321", r_phone="987654321", l_document="12345678",
+                           r_document="44556677", l_name="juan quispe", r_name="juan quispe")
+    assert rule is None
+
+
+def test_names_and_plates_alone_never_link():
+    _, rule, _ = score_one(l_plate="ABC123", r_plate="ABC123", l_name="juan quispe", r_name="juan quispe")
+    assert rule is None
+
+
+def test_shared_identifier_is_missing_not_evidence():
+    # dbt nulls shared values in the candidate table: a shared phone reaches scoring as ""
+    levels, rule, _ = score_one(l_phone="", r_phone="", l_name="ana lopez", r_name="ana lopez")
+    assert levels["phone"] == "missing" and rule is None
+
+
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(text, text, text, text, text, text), min_size=1, max_size=20))
+def test_scoring_is_symmetric_and_total(rows):
+    """Swapping left and right changes nothing; arbitrary unicode never crashes."""
+    lp, rp, ld, rd, ln, rn = (list(c) for c in zip(*rows))
+    a = scoring.score_pairs(scoring.PairColumns.from_lists(
+        l_phone=lp, r_phone=rp, l_document=ld, r_document=rd, l_email=lp, r_email=rp,
+        l_plate=ld, r_plate=rd, l_name=ln, r_name=rn), CFG)
+    b = scoring.score_pairs(scoring.PairColumns.from_lists(
+        l_phone=rp, r_phone=lp, l_document=rd, r_document=ld, l_email=rp, r_email=lp,
+        l_plate=rd, r_plate=ld, l_name=rn, r_name=ln), CFG)
+    for f in scoring.FIELDS:
+        assert np.array_equal(a.levels[f], b.levels[f])
+    assert np.allclose(a.score, b.score)
+    assert np.array_equal(a.rule, b.rule)
+    assert ((a.probability >= 0) & (a.probability <= 1)).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["ana", "luis", "quispe", "rojas", "mamani", "pena", "jose"]), min_size=2, max_size=5, unique=True),
+       st.randoms())
+def test_name_level_ignores_token_order(tokens, rnd):
+    shuffled = tokens[:]
+    rnd.shuffle(shuffled)
+    levels, _, _ = score_one(l_name=" ".join(tokens), r_name=" ".join(shuffled))
+    assert levels["name"] == "exact"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=60))
+def test_components_match_a_reference_union_find(edges):
+    left = np.array([a for a, _ in edges], dtype=np.int64)
+    right = np.array([b for _, b in edges], dtype=np.int64)
+    nodes, labels = connected_components(left, right)
+    parent = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    for i, n in enumerate(nodes.tolist()):
+        for j, m in enumerate(nodes.tolist()):
+            assert (labels[i] == labels[j]) == (find(n) == find(m))
+    best_nodes, best_edge = best_edge_per_node(left, right, np.arange(len(edges), dtype=np.float32))
+    assert np.array_equal(best_nodes, nodes)
+    for n, e in zip(best_nodes.tolist(), best_edge.tolist()):
+        assert n in (left[e], right[e])
+        incident = [k for k, (a, b) in enumerate(edges) if n in (a, b)]
+        assert e == max(incident)
