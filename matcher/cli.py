@@ -186,6 +186,11 @@ def pipeline(ctx: Context, use_demo, regenerate, leads, seed, mess, labels, quie
             line += f"  blocking recall {q.blocking_recall:.4f}"
         console.print(f"[bold]quality vs ground truth:[/] {line}  ({q.true_pairs:,} true pairs)")
     console.print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    from matcher import status as status_mod
+
+    with ctx.db.connect(autocommit=True) as conn:
+        console.rule("[bold]KPI panel")
+        console.print(status_mod.render(status_mod.collect(conn)))
 
 
 @cli.command("evaluate")
