@@ -579,13 +579,21 @@ class Run:
             log.warning("ops.ops_kpi_red_backlog is not built yet: recovery queue not synced (run dbt build)")
             return 0
         written = 0
+        # Snapshot the two views once: joining them repeatedly makes the planner re-evaluate them.
+        conn.execute("drop table if exists pg_temp.backlog_now, pg_temp.gap_now")
+        conn.execute("create temp table gap_now as select lead_source_table, lead_source_pk, lead_at, gap_reason,"
+                     " last_fail_reason from ops.ops_identity_gap_analysis")
+        conn.execute("create temp table backlog_now as select lead_source_table, lead_source_pk from ops.ops_kpi_red_backlog")
+        conn.execute("alter table gap_now add primary key (lead_source_table, lead_source_pk)")
+        conn.execute("alter table backlog_now add primary key (lead_source_table, lead_source_pk)")
+        conn.execute("analyze gap_now")
+        conn.execute("analyze backlog_now")
         with conn.transaction():
             for stmt in (
                 # seed: every backlog lead has a queue item
                 "insert into {canon}.recovery_queue (source_table, source_pk, status, lead_at, fail_reason)"
                 " select b.lead_source_table, b.lead_source_pk, 'pending', g.lead_at, g.last_fail_reason"
-                " from ops.ops_kpi_red_backlog b"
-                " join ops.ops_identity_gap_analysis g using (lead_source_table, lead_source_pk)"
+                " from backlog_now b join gap_now g using (lead_source_table, lead_source_pk)"
                 " on conflict (source_table, source_pk) do nothing",
                 # this run's attempts on queued leads
                 "update {canon}.recovery_queue q set attempts = q.attempts + 1, last_attempt_at = a.attempted_at,"
@@ -600,15 +608,15 @@ class Run:
                 "update {canon}.recovery_queue q set"
                 " status = case when l.person_key is not null and g.gap_reason = 'resolved' then 'matched' else 'claimed' end,"
                 " matched_person_key = l.person_key, closed_at = clock_timestamp(), updated_at = clock_timestamp()"
-                " from ops.ops_identity_gap_analysis g"
+                " from gap_now g"
                 " left join {canon}.identity_links l on (l.source_table, l.source_pk) = (g.lead_source_table, g.lead_source_pk)"
                 " where (g.lead_source_table, g.lead_source_pk) = (q.source_table, q.source_pk)"
                 " and q.status in ('pending', 'failed')"
-                " and not exists (select 1 from ops.ops_kpi_red_backlog b"
+                " and not exists (select 1 from backlog_now b"
                 "   where (b.lead_source_table, b.lead_source_pk) = (q.source_table, q.source_pk))",
                 # leads that came back into the backlog (e.g. an origin became inconsistent)
                 "update {canon}.recovery_queue q set status = 'pending', closed_at = null, updated_at = clock_timestamp()"
-                " from ops.ops_kpi_red_backlog b"
+                " from backlog_now b"
                 " where (b.lead_source_table, b.lead_source_pk) = (q.source_table, q.source_pk)"
                 " and q.status in ('matched', 'claimed')",
             ):

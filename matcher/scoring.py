@@ -115,51 +115,62 @@ def _email_levels(left, right, max_edits: int) -> np.ndarray:
     return out
 
 
-def _tokenize(names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct names -> (inverse index, token matrix [distinct, MAX_TOKENS], sorted form)."""
+def _tokenize(names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Names -> (inverse into distinct names, token-id matrix [distinct, MAX_TOKENS] with -1 pads,
+    id of each distinct name's sorted token form, vocabulary of token strings)."""
     uniq, inverse = np.unique(names, return_inverse=True)
-    tokens = np.full((len(uniq), MAX_TOKENS), "", dtype=object)
-    sorted_form = np.empty(len(uniq), dtype=object)
-    for i, name in enumerate(uniq):
+    vocab: dict[str, int] = {}
+    forms: dict[str, int] = {}
+    ids = np.full((len(uniq), MAX_TOKENS), -1, dtype=np.int32)
+    form_id = np.empty(len(uniq), dtype=np.int64)
+    for i, name in enumerate(uniq.tolist()):
         toks = sorted({t for t in name.split() if t not in NAME_PARTICLES})
-        sorted_form[i] = " ".join(toks)
-        toks = toks[:MAX_TOKENS]
-        tokens[i, : len(toks)] = toks
-    return inverse, tokens.astype(str), sorted_form.astype(str)
+        form_id[i] = forms.setdefault(" ".join(toks), len(forms))
+        for j, tok in enumerate(toks[:MAX_TOKENS]):
+            ids[i, j] = vocab.setdefault(tok, len(vocab))
+    words = np.array(list(vocab), dtype=object) if vocab else np.array([], dtype=object)
+    return inverse, ids, form_id, words
+
+
+def _token_similarity(a: np.ndarray, b: np.ndarray, words: np.ndarray, token_match: float) -> np.ndarray:
+    """Jaro-Winkler of token-id pairs, computed once per distinct pair; an initial ("j")
+    agrees with any token starting with that letter."""
+    n_words = max(len(words), 1)
+    keys, inverse = np.unique(a.astype(np.int64) * n_words + b, return_inverse=True)
+    ka, kb = keys // n_words, keys % n_words
+    sim = np.ones(len(keys), dtype=np.float32)
+    differ = np.flatnonzero(ka != kb)
+    if differ.size:
+        wa, wb = words[ka[differ]], words[kb[differ]]
+        sim[differ] = process.cpdist(list(wa), list(wb), scorer=JaroWinkler.normalized_similarity, workers=-1)
+        lens = np.fromiter(map(len, words), dtype=np.int32, count=len(words))
+        first = np.array([w[:1] for w in words], dtype=object)
+        initial = ((lens[ka[differ]] == 1) | (lens[kb[differ]] == 1)) & (first[ka[differ]] == first[kb[differ]])
+        sim[differ[initial]] = np.maximum(sim[differ[initial]], token_match + 0.01)
+    return sim[inverse]
 
 
 def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tuple[np.ndarray, np.ndarray]:
     codes = CODE["name"]
     n = len(left)
     out = np.full(n, codes["missing"], dtype=np.int8)
-    similarity = np.zeros(n, dtype=np.float32)
     if n == 0:
-        return out, similarity
-    inverse, tokens, sorted_form = _tokenize(np.concatenate([left, right]))
+        return out, np.zeros(0, dtype=np.float32)
+    inverse, ids, form_id, words = _tokenize(np.concatenate([left, right]))
     li, ri = inverse[:n], inverse[n:]
-    L, R = tokens[li], tokens[ri]                      # [n, MAX_TOKENS] each
-    l_real, r_real = L != "", R != ""
+    L, R = ids[li], ids[ri]                                   # [n, MAX_TOKENS] token ids, -1 = none
+    l_real, r_real = L >= 0, R >= 0
     nl, nr = l_real.sum(axis=1), r_real.sum(axis=1)
-    l_initial = np.char.str_len(L) == 1
-    r_initial = np.char.str_len(R) == 1
-    l_first, r_first = L.astype("<U1"), R.astype("<U1")
 
+    A = np.broadcast_to(L[:, :, None], (n, MAX_TOKENS, MAX_TOKENS))
+    B = np.broadcast_to(R[:, None, :], (n, MAX_TOKENS, MAX_TOKENS))
+    valid = (A >= 0) & (B >= 0)
     sim = np.zeros((n, MAX_TOKENS, MAX_TOKENS), dtype=np.float32)
-    for i in range(MAX_TOKENS):
-        li_real = l_real[:, i]
-        if not li_real.any():
-            continue
-        for j in range(MAX_TOKENS):
-            both = np.flatnonzero(li_real & r_real[:, j])
-            if not both.size:
-                continue
-            s = process.cpdist(list(L[both, i]), list(R[both, j]), scorer=JaroWinkler.normalized_similarity, workers=-1)
-            # an initial ("j") agrees with any token starting with that letter
-            initial = (l_initial[both, i] | r_initial[both, j]) & (l_first[both, i] == r_first[both, j])
-            sim[both, i, j] = np.where(initial, np.maximum(s, token_match + 0.01), s)
+    if valid.any():
+        sim[valid] = _token_similarity(A[valid], B[valid], words, token_match)
 
-    best_l = np.where(l_real, sim.max(axis=2), 0.0)
-    best_r = np.where(r_real, sim.max(axis=1), 0.0)
+    best_l = sim.max(axis=2)
+    best_r = sim.max(axis=1)
     matched_l = ((best_l >= token_match) & l_real).sum(axis=1)
     matched_r = ((best_r >= token_match) & r_real).sum(axis=1)
     short_is_left = nl <= nr
@@ -173,7 +184,7 @@ def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tup
     level[matched_short >= 1] = codes["weak"]
     level[matched_short >= 2] = codes["fair"]
     level[(matched_short == n_short) & (n_short >= 2)] = codes["strong"]
-    level[sorted_form[li] == sorted_form[ri]] = codes["exact"]
+    level[form_id[li] == form_id[ri]] = codes["exact"]
     out[present] = level[present]
     similarity[~present] = 0.0
     return out, similarity

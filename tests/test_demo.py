@@ -482,6 +482,22 @@ def test_generate_commits_on_a_non_autocommit_connection(conn, db_url, schema):
     assert rows(conn, f'select count(*) from "{schema}".ground_truth')[0][0] == 150
 
 
+def test_a_failed_load_leaves_the_previous_data(conn, schema, monkeypatch):
+    generate(conn, DemoSpec(leads=100, seed=1, now=NOW), schema)
+    before = all_md5(conn, schema)
+    real_copy = demo._copy_table
+
+    def failing_copy(conn_, schema_, table, cols):
+        if table == "drivers":
+            raise RuntimeError("disk full")
+        return real_copy(conn_, schema_, table, cols)
+
+    monkeypatch.setattr(demo, "_copy_table", failing_copy)
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate(conn, DemoSpec(leads=300, seed=2, now=NOW), schema)
+    assert all_md5(conn, schema) == before  # one transaction: all or nothing
+
+
 def test_copy_escapes_separators_and_backslashes(conn, schema):
     create_raw_schema(conn, schema)
     values = ["tab\there", "new\nline", "back\\slash", "\\N", "cr\rhere", "", "plain"]
