@@ -340,3 +340,18 @@ def bench(ctx: Context, leads, drivers, incremental, with_tests, write):
     if write:
         path = bench_mod.write_figures(result, ctx.project)
         console.print(f"figures written to {path}")
+
+
+@cli.command()
+@click.option("--login-prefix", default=None,
+              help="Also create LOGIN users <prefix>_dbt, <prefix>_matcher, <prefix>_ops in the roles (passwords from env).")
+@pass_ctx
+@handle_errors
+def roles(ctx: Context, login_prefix):
+    """Create the least-privilege roles (dbt builder, matcher writer, ops reader) and their grants."""
+    from matcher import roles as roles_mod
+
+    with ctx.db.connect(autocommit=True) as conn:
+        report = roles_mod.apply_roles(conn, ctx.config, login_prefix=login_prefix)
+    for line in report:
+        console.print(line)
