@@ -23,8 +23,8 @@ TAG_SQL = (
 )
 
 
-def expected_origins_sql(cfg: Config) -> sql.Composed:
-    """One row per person with links: the origin the rule gives today."""
+def expected_origins_sql(cfg: Config, where: sql.Composable | None = None) -> sql.Composed:
+    """One row per person with links (optionally only links matching `where`): the origin the rule gives."""
     priority = sql.SQL(", ").join(
         sql.SQL("({}, {})").format(sql.Literal(t), sql.Literal(i)) for i, t in enumerate(cfg.origin_source_priority)
     )
@@ -33,26 +33,30 @@ def expected_origins_sql(cfg: Config) -> sql.Composed:
         " l.source_table as origin_source_table, l.source_pk as origin_source_pk, l.source_event_at as origin_at,"
         " case when l.source_table = 'drivers' then 'no_lead_earliest_driver' else 'earliest_lead' end as origin_rule"
         " from {canon}.identity_links l join (values {priority}) pr(source_table, rank) using (source_table)"
+        " {where}"
         " order by l.person_key, (l.source_table = 'drivers'), l.source_event_at nulls last, pr.rank, l.source_pk"
-    ).format(canon=sql.Identifier(cfg.canon_schema), priority=priority)
+    ).format(canon=sql.Identifier(cfg.canon_schema), priority=priority,
+             where=sql.SQL("where ") + where if where is not None else sql.SQL(""))
 
 
 def backfill(conn: psycopg.Connection, cfg: Config, run_id: int, person_filter: sql.Composable | None = None,
              params: dict | None = None) -> int:
-    """Write the origin of every person (optionally: matching the filter) that has links but none."""
+    """Write the origin of every person that has links but none.
+
+    `person_filter` is a condition on `l.person_key` (links of the persons to consider): the
+    expected origin is then computed for those persons only, which keeps per-batch calls cheap.
+    """
     query = sql.SQL(
         "insert into {canon}.identity_origin (person_key, origin_tag, origin_source_table, origin_source_pk,"
         " origin_at, origin_rule, run_id)"
         " select e.person_key, e.origin_tag, e.origin_source_table, e.origin_source_pk, e.origin_at, e.origin_rule, %(run)s"
         " from ({expected}) e"
         " where not exists (select 1 from {canon}.identity_origin o where o.person_key = e.person_key)"
-        " {extra}"
         " on conflict (person_key) do nothing"
-    ).format(
-        canon=sql.Identifier(cfg.canon_schema),
-        expected=expected_origins_sql(cfg),
-        extra=sql.SQL("and ") + person_filter if person_filter is not None else sql.SQL(""),
-    )
+    ).format(canon=sql.Identifier(cfg.canon_schema), expected=expected_origins_sql(cfg, person_filter or sql.SQL(
+        "l.person_key in (select r.person_key from {canon}.identity_registry r where not exists"
+        " (select 1 from {canon}.identity_origin o where o.person_key = r.person_key))"
+    ).format(canon=sql.Identifier(cfg.canon_schema))))
     cur = conn.execute(query, {"run": run_id, **(params or {})})
     return max(cur.rowcount, 0)
 

@@ -530,7 +530,7 @@ class Run:
             " from nodes n join {ident}.identity_pending_records p using (record_uid)"
             " where n.batch = %(b)s and (n.decision in (1, 2) or n.record_uid in (select record_uid from due))",
         ]
-        batch_persons = sql.SQL("e.person_key in (select person_key from nodes where batch = %(b)s and person_key is not null)")
+        batch_persons = sql.SQL("l.person_key in (select person_key from nodes where batch = %(b)s and person_key is not null)")
         for b in batches:
             with conn.transaction():
                 counts = []
