@@ -37,6 +37,8 @@ class Rule:
     confidence: str
     min_exact_identifiers: int = 0
     min_identifier_agreements: int = 0
+    max_name_frequency: int | None = None
+    min_name_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ def _number(data: dict, key: str, where: str, *, minimum: float | None = None, i
 def _parse_rule(i: int, raw: Any) -> Rule:
     where = f"rules[{i}]"
     _need(isinstance(raw, dict), where, "each rule is a table")
-    unknown = set(raw) - {"name", "when", "min_score", "confidence", "min_exact_identifiers", "min_identifier_agreements"}
+    unknown = set(raw) - {"name", "when", "min_score", "confidence", "min_exact_identifiers",
+                          "min_identifier_agreements", "max_name_frequency", "min_name_tokens"}
     _need(not unknown, where, f"unknown keys {sorted(unknown)}")
     name = raw.get("name")
     _need(isinstance(name, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name or "") is not None,
@@ -122,11 +125,23 @@ def _parse_rule(i: int, raw: Any) -> Rule:
     min_agree = raw.get("min_identifier_agreements", 0)
     for key, value in (("min_exact_identifiers", min_exact), ("min_identifier_agreements", min_agree)):
         _need(isinstance(value, int) and 0 <= value <= 3, f"{where}.{key}", "expected an integer 0..3")
-    # No rule may accept on names and plates alone: it must demand a personal identifier.
+    max_freq = raw.get("max_name_frequency")
+    min_tokens = raw.get("min_name_tokens", 0)
+    _need(max_freq is None or (isinstance(max_freq, int) and 2 <= max_freq <= 5), f"{where}.max_name_frequency",
+          "expected an integer 2..5")
+    _need(isinstance(min_tokens, int) and 0 <= min_tokens <= 5, f"{where}.min_name_tokens", "expected an integer 0..5")
+    # No rule may accept on names and plates alone, unless the name is exact, rare (term
+    # frequency), long, and no personal identifier disagrees.
     demands_identifier = min_exact > 0 or min_agree > 0 or any(
         f in when and "missing" not in when[f] and "differ" not in when[f] for f in IDENTIFIER_FIELDS
     )
-    _need(demands_identifier, where, "a rule must require agreement on phone, document or email")
+    rare_name_only = (
+        max_freq is not None and min_tokens >= 3 and when.get("name") == frozenset({"exact"})
+        and all(f in when and "differ" not in when[f] for f in IDENTIFIER_FIELDS)
+    )
+    _need(demands_identifier or rare_name_only, where,
+          "a rule must require agreement on phone, document or email (or, for a name-only rule: name = [\"exact\"],"
+          " max_name_frequency, min_name_tokens >= 3, and no identifier allowed to differ)")
     return Rule(
         name=name.strip(),
         when=when,
@@ -134,6 +149,8 @@ def _parse_rule(i: int, raw: Any) -> Rule:
         confidence=confidence,
         min_exact_identifiers=min_exact,
         min_identifier_agreements=min_agree,
+        max_name_frequency=max_freq,
+        min_name_tokens=min_tokens,
     )
 
 

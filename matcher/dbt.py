@@ -55,7 +55,7 @@ def invoke(
     state = state_dir(project)
     target_path = target_path or Path(os.environ.get("MATCHER_DBT_TARGET_PATH", state / "target"))
     cmd = [
-        sys.executable, "-m", "dbt.cli.main", *args,
+        sys.executable, "-c", "from dbt.cli.main import cli; cli()", *args,
         "--project-dir", str(project),
         "--profiles-dir", str(profiles_dir(project)),
         "--target-path", str(target_path),

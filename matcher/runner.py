@@ -50,6 +50,7 @@ CANDIDATE_CONTRACT = {
         "l_phone": "text", "r_phone": "text", "l_document_number": "text", "r_document_number": "text",
         "l_email": "text", "r_email": "text", "l_plate": "text", "r_plate": "text",
         "l_full_name": "text", "r_full_name": "text",
+        "l_name_frequency": "integer", "r_name_frequency": "integer",
     },
     "identity_pending_records": {
         "record_uid": "bigint", "source_table": "text", "source_pk": "text", "record_kind": "text",
@@ -277,7 +278,8 @@ class Run:
             " coalesce(c.l_document_number, ''), coalesce(c.r_document_number, ''),"
             " coalesce(c.l_email, ''), coalesce(c.r_email, ''),"
             " coalesce(c.l_plate, ''), coalesce(c.r_plate, ''),"
-            " coalesce(c.l_full_name, ''), coalesce(c.r_full_name, '')"
+            " coalesce(c.l_full_name, ''), coalesce(c.r_full_name, ''),"
+            " greatest(coalesce(c.l_name_frequency, 0), coalesce(c.r_name_frequency, 0))"
             " from {ident}.identity_candidates c"
             " left join {canon}.identity_links ll on ll.record_uid = c.left_uid"
             " left join {canon}.identity_links rl on rl.record_uid = c.right_uid"
@@ -305,6 +307,7 @@ class Run:
                     l_email=cols[8], r_email=cols[9], l_plate=cols[10], r_plate=cols[11],
                     l_name=cols[12], r_name=cols[13],
                 )
+                pairs.name_frequency = np.fromiter(cols[14], dtype=np.int32, count=len(rows))
                 s = scoring.score_pairs(pairs, self.cfg)
                 r.pairs_scored += len(rows)
                 seen_nodes.extend([left, right])

@@ -45,13 +45,16 @@ class PairColumns:
     r_plate: np.ndarray
     l_name: np.ndarray
     r_name: np.ndarray
+    # records carrying the more common of the two exact names (0: unknown)
+    name_frequency: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.l_phone)
 
     @classmethod
-    def from_lists(cls, **columns) -> PairColumns:
-        return cls(**{k: _as_str_array(v) for k, v in columns.items()})
+    def from_lists(cls, name_frequency=None, **columns) -> PairColumns:
+        freq = None if name_frequency is None else np.asarray(name_frequency, dtype=np.int32)
+        return cls(**{k: _as_str_array(v) for k, v in columns.items()}, name_frequency=freq)
 
 
 @dataclass
@@ -97,10 +100,19 @@ def _digits(values: np.ndarray) -> np.ndarray:
 
 
 def _document_levels(left, right, max_edits: int, min_digits: int) -> np.ndarray:
+    """Documents compare on their full form, and on their digits alone when long enough:
+    licence "Q12345678" equals DNI "12345678", and "Q12345679" is one edit from it."""
+    codes = CODE["document"]
     out = _identifier_levels(left, right, max_edits)
+    if not len(left):
+        return out
     ld, rd = _digits(left), _digits(right)
-    same_digits = (ld == rd) & (np.char.str_len(ld) >= min_digits) if len(ld) else np.zeros(0, bool)
-    out[same_digits & (out != CODE["document"]["missing"])] = CODE["document"]["exact"]
+    long_enough = (np.char.str_len(ld) >= min_digits) & (np.char.str_len(rd) >= min_digits)
+    out[long_enough & (ld == rd) & (out != codes["missing"])] = codes["exact"]
+    todo = np.flatnonzero(long_enough & (out == codes["differ"]))
+    if todo.size:
+        dist = process.cpdist(list(ld[todo]), list(rd[todo]), scorer=OSA.distance, workers=-1)
+        out[todo[dist <= max_edits]] = codes["close"]
     return out
 
 
@@ -150,12 +162,13 @@ def _token_similarity(a: np.ndarray, b: np.ndarray, words: np.ndarray, token_mat
     return sim[inverse]
 
 
-def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tuple[np.ndarray, np.ndarray]:
+def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(levels, similarity 0..100, token count of the shorter name)."""
     codes = CODE["name"]
     n = len(left)
     out = np.full(n, codes["missing"], dtype=np.int8)
     if n == 0:
-        return out, np.zeros(0, dtype=np.float32)
+        return out, np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
     inverse, ids, form_id, words = _tokenize(np.concatenate([left, right]))
     li, ri = inverse[:n], inverse[n:]
     L, R = ids[li], ids[ri]                                   # [n, MAX_TOKENS] token ids, -1 = none
@@ -187,7 +200,7 @@ def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tup
     level[form_id[li] == form_id[ri]] = codes["exact"]
     out[present] = level[present]
     similarity[~present] = 0.0
-    return out, similarity
+    return out, similarity, n_short
 
 
 def score_pairs(pairs: PairColumns, config: Config) -> Scores:
@@ -198,7 +211,8 @@ def score_pairs(pairs: PairColumns, config: Config) -> Scores:
         "email": _email_levels(pairs.l_email, pairs.r_email, edits),
         "plate": _identifier_levels(pairs.l_plate, pairs.r_plate, edits),
     }
-    levels["name"], name_similarity = _name_levels(pairs.l_name, pairs.r_name, config.name_token_match)
+    levels["name"], name_similarity, name_tokens = _name_levels(pairs.l_name, pairs.r_name, config.name_token_match)
+    frequency = pairs.name_frequency if pairs.name_frequency is not None else np.zeros(len(pairs), dtype=np.int32)
 
     score = np.zeros(len(pairs), dtype=np.float32)
     for field in FIELDS:
@@ -214,6 +228,10 @@ def score_pairs(pairs: PairColumns, config: Config) -> Scores:
         ok = (rule < 0) & (score >= r.min_score)
         ok &= exact_ids >= r.min_exact_identifiers
         ok &= agreeing_ids >= r.min_identifier_agreements
+        if r.max_name_frequency is not None:
+            # term frequency: only a name this rare counts (0 = unknown frequency, never rare)
+            ok &= (frequency > 0) & (frequency <= r.max_name_frequency)
+        ok &= name_tokens >= r.min_name_tokens
         for field, allowed in r.when.items():
             ok &= np.isin(levels[field], [CODE[field][lv] for lv in allowed])
         rule[ok] = index

@@ -138,3 +138,16 @@ def test_components_match_a_reference_union_find(edges):
         assert n in (left[e], right[e])
         incident = [k for k, (a, b) in enumerate(edges) if n in (a, b)]
         assert e == max(incident)
+
+
+def test_document_digits_one_edit_apart_is_close():
+    levels, _, _ = score_one(l_document="Q12345679", r_document="12345678")
+    assert levels["document"] == "close"
+
+
+def test_document_alone_links_when_other_side_has_no_name_and_nothing_disagrees():
+    _, rule, _ = score_one(l_document="40001234", r_document="40001234", l_name="ana rojas", r_name="")
+    assert rule == "document_exact_name_missing"
+    _, rule, _ = score_one(l_document="40001234", r_document="40001234", l_name="ana rojas", r_name="",
+                           l_phone="987654321", r_phone="912345678")
+    assert rule is None

@@ -2,7 +2,8 @@
 -- Exact keys on each identifier; one-deletion keys on phone and document, so a single
 -- substitution, transposition, insertion or deletion still meets its twin; and unordered
 -- pairs of name tokens (robust to swapped order, a missing second surname, one typo in a
--- name of three or more tokens). Blocks above the size bound are dropped, never expanded.
+-- name of three or more tokens) and the whole name of 3+ tokens. Blocks above the size
+-- bound are dropped, never expanded.
 
 with records as (
     select * from {{ ref('int_identity__records_usable') }}
@@ -52,6 +53,15 @@ name_pairs as (
     inner join name_tokens as b on a.record_uid = b.record_uid and a.token < b.token
 ),
 
+full_names as (
+    -- the whole sorted name, when it has 3+ tokens: far rarer than any pair of its tokens, so
+    -- it still blocks where a common pair ("jose quispe") exceeds the bound
+    select record_uid, 'name_full'::text as key_type, string_agg(token, ' ' order by token collate "C") as key_value
+    from name_tokens
+    group by record_uid
+    having count(*) >= 3
+),
+
 all_keys as (
     select * from exact_keys
     union
@@ -60,6 +70,8 @@ all_keys as (
     select * from document_deletions
     union
     select * from name_pairs
+    union
+    select * from full_names
 ),
 
 block_sizes as (

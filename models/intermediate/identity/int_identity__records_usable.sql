@@ -44,6 +44,9 @@ final as (
         case when not plate_is_shared then plate end as plate,
         full_name,
         name_sorted,
+        -- how many records carry exactly this name (term frequency: a rare name is evidence)
+        case when name_sorted is not null
+            then count(*) over (partition by name_sorted)::integer end as name_frequency,
         (phone_is_shared or document_is_shared or email_is_shared or plate_is_shared) as has_shared_identifier
     from flagged
 )

@@ -61,7 +61,9 @@ final as (
         l.plate as l_plate,
         r.plate as r_plate,
         l.full_name as l_full_name,
-        r.full_name as r_full_name
+        r.full_name as r_full_name,
+        l.name_frequency as l_name_frequency,
+        r.name_frequency as r_name_frequency
     from pairs
     inner join records as l on l.record_uid = pairs.left_uid
     inner join records as r on r.record_uid = pairs.right_uid
