@@ -217,6 +217,19 @@ def evaluate_cmd(ctx: Context, labels, as_json):
         v = getattr(q, key)
         table.add_row(key, "n/a" if v is None else f"{v:.4f}")
     console.print(table)
+    pairs = Table(title="By pair of sources")
+    for col in ("sources", "true pairs", "predicted", "precision", "recall"):
+        pairs.add_column(col, justify="left" if col == "sources" else "right")
+    for row in q.by_source_pair:
+        pairs.add_row(row["sources"], f"{row['true_pairs']:,}", f"{row['predicted_pairs']:,}",
+                      f"{row['precision']:.4f}", f"{row['recall']:.4f}")
+    console.print(pairs)
+    rules = Table(title="By rule (links whose record is in its person's majority true entity)")
+    for col in ("rule", "links", "link precision"):
+        rules.add_column(col, justify="left" if col == "rule" else "right")
+    for row in q.by_rule:
+        rules.add_row(row["rule"], f"{row['links']:,}", f"{row['link_precision']:.4f}")
+    console.print(rules)
 
 
 def _run_dict(r: runner.RunResult) -> dict:
@@ -355,3 +368,45 @@ def roles(ctx: Context, login_prefix):
         report = roles_mod.apply_roles(conn, ctx.config, login_prefix=login_prefix)
     for line in report:
         console.print(line)
+
+
+@cli.command()
+@click.argument("source_table", type=click.Choice(list(config_mod.SOURCE_TABLES)))
+@click.argument("source_pk")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@handle_errors
+def explain(ctx: Context, source_table, source_pk, as_json):
+    """Why a record is (or is not) linked: masked identifiers, candidates, field scores, rule, person, origin."""
+    from matcher import explain as explain_mod
+
+    with ctx.db.connect(autocommit=True) as conn:
+        data = explain_mod.explain(conn, ctx.config, source_table, source_pk)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    rec = data["record"]
+    console.print(f"[bold]{rec['source_table']} {rec['source_pk']}[/] ({rec['record_kind']}, {rec['event_at']})")
+    console.print("identifiers (masked): " + ", ".join(f"{k}={v}" for k, v in rec["identifiers"].items() if v))
+    if data["link"]:
+        ln = data["link"]
+        console.print(f"linked to person {ln['person_key']} by [bold]{ln['match_rule']}[/] "
+                      f"(score {ln['match_score']:.4f}, {ln['confidence']}) in run {ln['run_id']}")
+    else:
+        last = data["attempts"][0] if data["attempts"] else None
+        console.print("not linked" + (f": {last['fail_reason']} (run {last['run_id']})" if last else ": never attempted"))
+    if data["origin"]:
+        o = data["origin"]
+        console.print(f"person's origin: {o['origin_tag']} {o['origin_source_table']}/{o['origin_source_pk']} ({o['origin_rule']})")
+    for c in data["conflicts"]:
+        console.print(f"[red]conflict[/] in run {c['run_id']}: {c['conflict_kind']}, persons {', '.join(c['person_keys'])}")
+    table = Table(title=f"{len(data['candidates'])} candidates")
+    for col in ("record", "blocked by", *FIELDS_SHORT, "score", "rule"):
+        table.add_column(col)
+    for c in data["candidates"][:20]:
+        table.add_row(f"{c['source_table']}/{c['source_pk']}", ",".join(c["blocking_rules"]),
+                      *[c["levels"][f] for f in config_mod.FIELDS], f"{c['score']:.1f}", c["rule"] or "-")
+    console.print(table)
+
+
+FIELDS_SHORT = ("phone", "doc", "email", "plate", "name")

@@ -28,6 +28,8 @@ class Quality:
     f1: float
     blocking_recall: float | None
     by_source: list[dict]
+    by_source_pair: list[dict]
+    by_rule: list[dict]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -95,10 +97,42 @@ def evaluate(
             " from eval_records group by 1 order by 1"
         ).fetchall()
     ]
+    # pairwise precision and recall per pair of sources (e.g. cabinet_leads x drivers)
+    by_pair = []
+    for s1, s2, t_pairs, p_pairs, tp_pairs in conn.execute(
+        "with t as (select least(a.source_table, b.source_table) s1, greatest(a.source_table, b.source_table) s2,"
+        "   a.cluster = b.cluster as found from eval_records a join eval_records b"
+        "   on a.true_entity_id = b.true_entity_id and (a.source_table, a.source_pk) < (b.source_table, b.source_pk)),"
+        " p as (select least(a.source_table, b.source_table) s1, greatest(a.source_table, b.source_table) s2,"
+        "   a.true_entity_id = b.true_entity_id as right_pair from eval_records a join eval_records b"
+        "   on a.cluster = b.cluster and a.cluster not like 'unlinked:%%'"
+        "   and (a.source_table, a.source_pk) < (b.source_table, b.source_pk))"
+        " select coalesce(t.s1, p.s1), coalesce(t.s2, p.s2), coalesce(t.n, 0), coalesce(p.n, 0), coalesce(p.tp, 0)"
+        " from (select s1, s2, count(*) n from t group by 1, 2) t"
+        " full join (select s1, s2, count(*) n, count(*) filter (where right_pair) tp from p group by 1, 2) p"
+        "   using (s1, s2) order by 1, 2"
+    ).fetchall():
+        by_pair.append({"sources": f"{s1} x {s2}", "true_pairs": t_pairs, "predicted_pairs": p_pairs,
+                        "precision": round(_ratio(tp_pairs, p_pairs), 4), "recall": round(_ratio(tp_pairs, t_pairs), 4)})
+    # per rule: share of links whose record belongs to the true entity most of its person's records belong to
+    by_rule = [
+        {"rule": rule, "links": n, "correct": ok, "link_precision": round(_ratio(ok, n), 4)}
+        for rule, n, ok in conn.execute(
+            sql.SQL(
+                "with e as (select r.*, l.match_rule from eval_records r join {canon}.identity_links l"
+                "   using (source_table, source_pk)),"
+                " modal as (select cluster, true_entity_id, row_number() over (partition by cluster"
+                "   order by count(*) desc, true_entity_id) as rn from e group by cluster, true_entity_id)"
+                " select e.match_rule, count(*), count(*) filter (where m.true_entity_id = e.true_entity_id)"
+                " from e join modal m on m.cluster = e.cluster and m.rn = 1 group by 1 order by 2 desc"
+            ).format(**ids)
+        ).fetchall()
+    ]
     precision, recall = _ratio(tp, predicted), _ratio(tp, true_pairs)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return Quality(
         records=records, true_pairs=true_pairs, predicted_pairs=predicted, true_positive_pairs=tp,
         blocked_true_pairs=blocked, precision=precision, recall=recall, f1=f1,
         blocking_recall=_ratio(blocked, true_pairs) if blocked is not None else None, by_source=by_source,
+        by_source_pair=by_pair, by_rule=by_rule,
     )

@@ -58,6 +58,10 @@ def world(server, dbt_target, tmp_path):
             # a pair a human says is the same person although nothing agrees
             lead(c, "L4", 2, "Carmen", "Vega", "987000004", None)
             driver(c, "D4", 6, "Karmen Torres", "987111999", "40000444")
+            # one person registered five times by a scout: a component above max_component_size (4)
+            for i in range(5):
+                c.execute("insert into raw.scout_registrations values (%s, %s, 'S1', 'Pedro Huaman Soto', "
+                          "'944555666', '45556667', null)", (f"S{i}", T0 + timedelta(days=i)))
         cfg = tmp_path / "m.toml"
         cfg.write_text("[run]\nmax_component_size = 4\n")
         env = subprocess_env(db, dbt_target) | {"MATCHER_CONFIG": str(cfg)}
@@ -95,6 +99,12 @@ def test_overrides_conflicts_and_origin_repair(world):
         assert p4 and p4 == person_of(c, "drivers", "D4")
         rule, = c.execute("select match_rule from canon.identity_links where source_pk = 'L4'").fetchone()
         assert rule == "force_link"
+        # an oversized component is refused whole, and recorded
+        for i in range(5):
+            assert person_of(c, "scout_registrations", f"S{i}") is None
+            assert last_attempt(c, "scout_registrations", f"S{i}") == ("failed", "conflict")
+        kinds = c.execute("select distinct conflict_kind, component_size from canon.match_conflicts").fetchall()
+        assert kinds == [("oversized_component", 5)]
         # origins: earliest lead, driver_direct for the driver alone
         origins = dict(c.execute("select person_key, origin_tag from canon.identity_origin").fetchall())
         assert origins[p1] == "cabinet_lead"
