@@ -215,3 +215,22 @@ def test_record_uid_macro_and_matcher_agree(pconn):
         f"select count(*) from intermediate.int_identity__records r where r.record_uid <> {expr}"
     ).fetchone()[0]
     assert mismatched == 0
+
+
+def test_explain_shows_masked_identifiers_candidates_and_outcome(pipeline_db, pconn):
+    uid, table, pk, phone, doc, name = pconn.execute(
+        "select r.record_uid, r.source_table, r.source_pk, r.phone, r.document_number, r.full_name"
+        " from intermediate.int_identity__records r join canon.identity_links l using (record_uid)"
+        " where r.phone is not null and r.document_number is not null and l.match_rule = 'document_exact_name'"
+        " order by r.source_pk limit 1").fetchone()
+    result = CliRunner().invoke(cli, ["explain", table, pk, "--json"], env=env_for(pipeline_db.db, ROOT / ".matcher" / "unused"))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["link"]["match_rule"] == "document_exact_name"
+    assert data["origin"] is not None
+    assert any(c["rule"] == "document_exact_name" for c in data["candidates"])
+    for raw_value in (phone, doc, name):
+        assert raw_value not in result.output
+    assert data["record"]["identifiers"]["phone"] == phone[:2] + "*" * 5 + phone[-2:]
+    missing = CliRunner().invoke(cli, ["explain", "drivers", "NO-SUCH-KEY"], env=env_for(pipeline_db.db, ROOT / ".matcher" / "unused"))
+    assert missing.exit_code == 1 and "no record drivers/NO-SUCH-KEY" in missing.output
