@@ -410,30 +410,41 @@ class Run:
             np.concatenate([left[both_open], open_nodes]), np.concatenate([right[both_open], open_nodes])
         )
         comp_size = np.bincount(labels, minlength=len(nodes))[labels]
-        persons_by_comp: dict[int, set] = {}
+        # (component, person) incidences from edges that join an open record to a linked one
+        touch_label, touch_person = [], []
         for uid_side, person_side, sel_edges in ((left, r_person, l_open & ~r_open), (right, l_person, r_open & ~l_open)):
-            idx = np.searchsorted(nodes, uid_side[sel_edges])
-            for lab, p in zip(labels[idx].tolist(), person_side[sel_edges].tolist()):
-                persons_by_comp.setdefault(lab, set()).add(p)
+            touch_label.append(labels[np.searchsorted(nodes, uid_side[sel_edges])])
+            touch_person.append(person_side[sel_edges].astype(str))
+        t_label = np.concatenate(touch_label) if touch_label else np.array([], dtype=np.int64)
+        t_person = np.concatenate(touch_person) if touch_person else np.array([], dtype=str)
+        person_names, person_idx = np.unique(t_person, return_inverse=True)
+        pairs_lp = np.unique(np.stack([t_label, person_idx.astype(np.int64)], axis=1), axis=0) if len(t_label) else np.zeros((0, 2), np.int64)
+        persons_per_comp = np.bincount(pairs_lp[:, 0], minlength=len(nodes)) if len(pairs_lp) else np.zeros(len(nodes), np.int64)
+        first_person = np.full(len(nodes), -1, dtype=np.int64)
+        if len(pairs_lp):
+            first_person[pairs_lp[::-1, 0]] = pairs_lp[::-1, 1]  # any one person of the component
+        n_persons = persons_per_comp[labels]
 
         all_nodes, all_best = cluster.best_edge_per_node(left, right, score)
         best_edge = all_best[np.searchsorted(all_nodes, nodes)]
-        decision = np.zeros(len(nodes), dtype=np.int16)
-        person_key = np.empty(len(nodes), dtype=object)
-        conflict_kind = np.empty(len(nodes), dtype=object)
-        conflict_persons = np.empty(len(nodes), dtype=object)
-        for i in range(len(nodes)):
-            persons = persons_by_comp.get(int(labels[i]), set())
-            if len(persons) >= 2:
-                decision[i], conflict_kind[i] = CONFLICT, "multiple_persons"
-                conflict_persons[i] = sorted(persons)
-            elif comp_size[i] + len(persons) > self.cfg.max_component_size:
-                decision[i], conflict_kind[i] = CONFLICT, "oversized_component"
-                conflict_persons[i] = sorted(persons)
-            elif len(persons) == 1:
-                decision[i], person_key[i] = LINK_EXISTING, next(iter(persons))
-            else:
-                decision[i] = LINK_NEW
+        multiple = n_persons >= 2
+        oversized = ~multiple & (comp_size + n_persons > self.cfg.max_component_size)
+        decision = np.where(multiple | oversized, CONFLICT, np.where(n_persons == 1, LINK_EXISTING, LINK_NEW)).astype(np.int16)
+        person_key = np.full(len(nodes), None, dtype=object)
+        single = decision == LINK_EXISTING
+        person_key[single] = person_names[first_person[labels[single]]]
+        conflict_kind = np.full(len(nodes), None, dtype=object)
+        conflict_kind[multiple] = "multiple_persons"
+        conflict_kind[oversized] = "oversized_component"
+        conflict_persons = np.full(len(nodes), None, dtype=object)
+        conflicted = np.flatnonzero(multiple | oversized)
+        if conflicted.size:
+            persons_of: dict[int, list] = {}
+            involved = pairs_lp[np.isin(pairs_lp[:, 0], labels[conflicted])]
+            for lab, pidx in involved.tolist():
+                persons_of.setdefault(lab, []).append(str(person_names[pidx]))
+            for i in conflicted.tolist():
+                conflict_persons[i] = sorted(persons_of.get(int(labels[i]), []))
 
         # batches: whole components, about batch_size records each
         comp_ids, comp_inverse = np.unique(labels, return_inverse=True)
