@@ -410,3 +410,50 @@ def explain(ctx: Context, source_table, source_pk, as_json):
 
 
 FIELDS_SHORT = ("phone", "doc", "email", "plate", "name")
+
+
+@cli.command()
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("identity_report.html"),
+              show_default=True, help="Where to write the HTML report.")
+@click.option("--days", default=60, show_default=True, help="Days of backlog trend in the chart.")
+@pass_ctx
+@handle_errors
+def report(ctx: Context, out_path, days):
+    """Write a self-contained HTML report: the KPI panel and the backlog trend as a chart."""
+    from matcher import report as report_mod
+    from matcher import status as status_mod
+
+    with ctx.db.connect(autocommit=True) as conn:
+        data = status_mod.collect(conn, days=days)
+    out_path.write_text(report_mod.render_html(data, data["daily"]), encoding="utf-8")
+    console.print(f"report written to {out_path}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@handle_errors
+def diagnose(ctx: Context, as_json):
+    """The KPI panel plus what explains it: recent runs, fail reasons in the last 24 h, links without origins."""
+    from matcher import status as status_mod
+
+    with ctx.db.connect(autocommit=True) as conn:
+        data = status_mod.collect(conn)
+        data["diagnostics"] = status_mod.diagnostics(conn, ctx.config)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    console.print(status_mod.render(data))
+    d = data["diagnostics"]
+    runs = Table(title="Recent runs")
+    for col in ("run", "command", "status", "started", "seconds", "processed", "matched", "failed", "error"):
+        runs.add_column(col)
+    for r in d["recent_runs"]:
+        runs.add_row(str(r["run_id"]), r["command"], r["status"], str(r["started_at"])[:19],
+                     f"{r['seconds']:.1f}" if r["seconds"] is not None else "-", f"{r['processed']:,}",
+                     f"{r['matched']:,}", f"{r['failed']:,}", (r["error"] or "")[:60])
+    console.print(runs)
+    console.print("fail reasons, last 24 h: " + (", ".join(f"{k} {v:,}" for k, v in d["fail_reasons_24h"].items()) or "none"))
+    console.print(f"links whose person has no origin: {d['links_without_origin']:,} "
+                  f"({d['persons_without_origin']:,} persons; `matcher origins backfill` writes them)")
+    console.print(f"inconsistent origins: {d['inconsistent_origins']:,} (`matcher origins check`)")

@@ -130,3 +130,31 @@ def render(data: dict) -> Group:
     health.append(f"today {u.get('drivers_active_today_unlinked', 0):,}, last 7 days {u.get('drivers_active_7d_unlinked', 0):,}")
     parts.append(health)
     return Group(*[Panel(p, expand=False) if isinstance(p, Text) else p for p in parts])
+
+
+def diagnostics(conn: psycopg.Connection, cfg) -> dict:
+    """What explains the panel: recent runs, fail reasons of the last 24 h, origin health."""
+    from psycopg import sql
+
+    from matcher import origins
+
+    canon = sql.Identifier(cfg.canon_schema)
+    with conn.cursor(row_factory=dict_row) as cur:
+        runs = cur.execute(
+            sql.SQL("select run_id, command, status, started_at, extract(epoch from finished_at - started_at)::float"
+                    " as seconds, processed, matched, failed, error from {}.match_runs order by run_id desc limit 10"
+                    ).format(canon)).fetchall()
+        reasons = cur.execute(
+            sql.SQL("select fail_reason, count(*) as n from {}.match_attempts where outcome = 'failed'"
+                    " and attempted_at > now() - interval '24 hours' group by 1 order by 2 desc").format(canon)).fetchall()
+        missing = cur.execute(
+            sql.SQL("select count(*) as links, count(distinct l.person_key) as persons from {c}.identity_links l"
+                    " where not exists (select 1 from {c}.identity_origin o where o.person_key = l.person_key)"
+                    ).format(c=canon)).fetchone()
+    return {
+        "recent_runs": runs,
+        "fail_reasons_24h": {r["fail_reason"]: r["n"] for r in reasons},
+        "links_without_origin": missing["links"],
+        "persons_without_origin": missing["persons"],
+        "inconsistent_origins": len(origins.inconsistent(conn, cfg)),
+    }

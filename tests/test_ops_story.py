@@ -95,3 +95,22 @@ def test_a_claim_takes_a_lead_out_of_the_red_backlog_without_a_link(story):
         status_, person = c.execute("select status, matched_person_key from canon.recovery_queue"
                                     " where source_table = 'cabinet_leads' and source_pk = %s", (lead_pk,)).fetchone()
     assert status_ == "claimed" and person is None
+
+
+def test_report_and_diagnose(story, tmp_path):
+    db, env = story
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "<svg" in page and "<polyline" in page and "Red KPI backlog" in page
+    with db.connect(autocommit=True) as c:
+        backlog = c.execute("select count(*) from ops.ops_kpi_red_backlog").fetchone()[0]
+        raw_phones = [r[0] for r in c.execute("select phone from raw.cabinet_leads where phone is not null limit 200")]
+    assert f"{backlog:,}" in page
+    assert not any(p in page for p in raw_phones if len(p) >= 6)
+    diag = CliRunner().invoke(cli, ["diagnose", "--json"], env=env)
+    assert diag.exit_code == 0, diag.output
+    d = json.loads(diag.output)["diagnostics"]
+    assert d["recent_runs"][0]["status"] == "succeeded"
+    assert d["links_without_origin"] == 0 and d["inconsistent_origins"] == 0
