@@ -179,9 +179,64 @@ def machine() -> dict:
             "platform": platform.platform()}
 
 
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+TARGETS = (
+    "Targets (issue 5, 1M leads + 500k drivers, this 2-core machine): full pipeline <= 180 s; matcher >= 500k"
+    " pairs/s end to end and >= 150k rows/s written; 10k new leads on top of 1M <= 15 s; no-change re-run writes"
+    " 0 rows and takes <= 10% of the full run; matcher peak memory <= 2 GB."
+)
+
+
 def write_figures(result: dict, project: Path) -> Path:
+    """Save the run's JSON and regenerate the figures section of docs/benchmark.md from every JSON."""
     out_dir = project / "docs" / "benchmarks"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench_{result['leads']}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
+    doc = project / "docs" / "benchmark.md"
+    if doc.exists() and START in doc.read_text():
+        text = doc.read_text()
+        head, rest = text.split(START, 1)
+        tail = rest.split(END, 1)[1] if END in rest else ""
+        doc.write_text(head + START + "\n" + figures_markdown(out_dir) + END + tail)
     return path
+
+
+def figures_markdown(out_dir: Path) -> str:
+    runs = sorted((json.loads(p.read_text()) for p in out_dir.glob("bench_*.json")), key=lambda r: r["leads"])
+    lines = [TARGETS, "", "### Scaling", "",
+             "| leads | drivers | records | full run (s) | incremental (new leads, s) | no-change re-run (s) |"
+             " matcher pairs/s (read+score) | rows written/s | matcher peak MB | measured |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        rounds = {x["round"]: x for x in r["rounds"]}
+        full = rounds["full"]
+        phases = {p["phase"]: p for p in full["phases"]}
+        inc = next((x for k, x in rounds.items() if k.startswith("incremental")), None)
+        read, score = phases.get("matcher_read", {}), phases.get("matcher_score", {})
+        pairs = read.get("pairs") or 0
+        secs = (read.get("seconds") or 0) + (score.get("seconds") or 0)
+        write = phases.get("matcher_write", {})
+        lines.append(
+            f"| {r['leads']:,} | {r['drivers']:,} | {phases['generate'].get('records', 0):,} | {full['total_seconds']:.1f} |"
+            f" {(inc['round'].split('_')[1] + ' / ' + format(inc['total_seconds'], '.1f')) if inc else '-'} |"
+            f" {rounds['no_change']['total_seconds']:.1f} ({rounds['no_change']['rows_written']} rows) |"
+            f" {round(pairs / secs) if secs else 0:,} | {write.get('rows_per_s') or 0:,} | {full['matcher_peak_mb']} |"
+            f" {r['generated_at'][:10]} |"
+        )
+    for r in runs:
+        lines += ["", f"### {r['leads']:,} leads: phases", "",
+                  f"Machine: {r['machine']['cpus']} cpus ({r['machine']['cpu']}), {r['machine']['memory_gb']} GB,"
+                  f" Python {r['machine']['python']}.", ""]
+        for rnd in r["rounds"]:
+            lines += [f"**{rnd['round']}**: {rnd['total_seconds']:.1f} s, matcher peak {rnd['matcher_peak_mb']} MB,"
+                      f" rows written {rnd['rows_written']:,}", "", "| phase | seconds | count | per second |",
+                      "|---|---|---|---|"]
+            for ph in rnd["phases"]:
+                unit = next((k for k in ph if k not in ("phase", "seconds") and not k.endswith("_per_s")), None)
+                count = ph.get(unit) if unit else None
+                rate = ph.get(f"{unit}_per_s") if unit else None
+                lines.append(f"| {ph['phase']} | {ph['seconds']:.2f} | {f'{count:,} {unit}' if count is not None else ''} |"
+                             f" {f'{rate:,}' if rate else ''} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
