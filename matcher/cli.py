@@ -56,9 +56,17 @@ def handle_errors(fn):
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         except psycopg.OperationalError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            err_console.print(f"[bold red]error:[/] database connection failed: {first}", highlight=False)
-            sys.exit(DatabaseUnavailable.exit_code)
+            # only SQLSTATE class 08 (or no SQLSTATE: the client could not connect) is a lost
+            # connection; other operational errors (limits, timeouts, disk full) are reported below
+            if exc.sqlstate is None or exc.sqlstate.startswith("08"):
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                err_console.print(f"[bold red]error:[/] database connection failed: {first}", highlight=False)
+                sys.exit(DatabaseUnavailable.exit_code)
+            logging.getLogger("matcher").debug("database error", exc_info=True)
+            err_console.print(
+                f"[bold red]error:[/] database error {type(exc).__name__} (SQLSTATE {exc.sqlstate}); "
+                "rerun with -vv for details", highlight=False)
+            sys.exit(1)
         except psycopg.Error as exc:
             # Postgres messages can quote row values: show the error class, never the text.
             logging.getLogger("matcher").debug("database error", exc_info=True)
@@ -367,7 +375,7 @@ def roles(ctx: Context, login_prefix):
     with ctx.db.connect(autocommit=True) as conn:
         report = roles_mod.apply_roles(conn, ctx.config, login_prefix=login_prefix)
     for line in report:
-        console.print(line)
+        click.echo(line)
 
 
 @cli.command()

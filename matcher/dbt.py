@@ -66,6 +66,8 @@ def invoke(
         cmd, cwd=project, env=dbt_env(db, project, extra_env), text=True,
         stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None,
     )
+    if proc.returncode != 0 and args[:1] in (["build"], ["run"]) and "--select" not in args and "-s" not in args:
+        _restore_ops_views(cmd, project, db)
     if proc.returncode != 0:
         detail = ""
         if quiet and proc.stdout:
@@ -73,3 +75,24 @@ def invoke(
             detail = "; ".join(ln.strip() for ln in errors[-5:])
         raise DbtFailed(f"dbt {args[0]} failed (exit {proc.returncode}){': ' + detail if detail else ''}")
     return proc
+
+
+def _restore_ops_views(cmd: list[str], project: Path, db: Database) -> None:
+    """After a build that stopped half-way, put the ops views back over the last good tables.
+
+    dbt-postgres replaces a view or table by dropping the old one with CASCADE, so a build that
+    stops after rebuilding upstream relations (e.g. a failing source test) takes the ops views
+    with it, and the KPI panel would go dark exactly when the data has a problem.
+    """
+    base = cmd[: cmd.index("-c") + 2]
+    options = cmd[cmd.index("--project-dir"): cmd.index("--target-path")]
+    # its own target folder, so the failed build's run_results.json stays for whoever reads it
+    target = Path(cmd[cmd.index("--target-path") + 1]) / "restore-ops"
+    restore = [*base, "run", "--quiet", "--select", "path:models/marts/ops", *options,
+               "--target-path", str(target), "--log-path", str(target / "logs")]
+    result = subprocess.run(restore, cwd=project, env=dbt_env(db, project), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if result.returncode == 0:
+        log.warning("dbt stopped half-way; the ops views were restored over the last good tables")
+    else:
+        log.warning("dbt stopped half-way and the ops views could not be restored")

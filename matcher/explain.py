@@ -44,8 +44,8 @@ def explain(conn: psycopg.Connection, cfg: Config, source_table: str, source_pk:
             ).fetchone()
         attempts = cur.execute(
             sql.SQL("select run_id, outcome, fail_reason, best_score, match_rule, attempted_at from {}.match_attempts"
-                    " where source_table = %s and source_pk = %s order by attempted_at desc limit 5").format(canon),
-            (source_table, source_pk),
+                    " where record_uid = %s order by attempted_at desc limit 5").format(canon),
+            (rec["record_uid"],),
         ).fetchall()
         conflicts = cur.execute(
             sql.SQL("select run_id, conflict_kind, component_size, person_keys::text[] as person_keys"

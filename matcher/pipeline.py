@@ -63,7 +63,7 @@ def summarize(conn: psycopg.Connection, cfg: Config) -> dict:
         sql.SQL(
             "select coalesce(a.fail_reason, 'not_attempted'), count(*) from {ident}.identity_pending_records p"
             " left join lateral (select fail_reason from {canon}.match_attempts a"
-            "   where (a.source_table, a.source_pk) = (p.source_table, p.source_pk)"
+            "   where a.record_uid = p.record_uid"
             "   order by attempted_at desc limit 1) a on true"
             " where not exists (select 1 from {canon}.identity_links l where l.record_uid = p.record_uid)"
             " group by 1 order by 2 desc"

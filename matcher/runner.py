@@ -252,7 +252,7 @@ class Run:
                 "   select count(*) as attempts, max(a.attempted_at) as last_at,"
                 "          (array_agg(a.record_fingerprint order by a.attempted_at desc))[1] as last_fingerprint"
                 "   from {canon}.match_attempts a"
-                "   where a.source_table = p.source_table and a.source_pk = p.source_pk"
+                "   where a.record_uid = p.record_uid"
                 " ) a on true"
                 " where not exists (select 1 from {canon}.identity_links l where l.record_uid = p.record_uid)"
                 "   and (a.attempts = 0"
@@ -522,7 +522,7 @@ class Run:
             " " + confidence + ", " + evidence + ", p.event_at, p.fingerprint, %(run)s"
             " from nodes n join {ident}.identity_pending_records p using (record_uid)"
             " where n.batch = %(b)s and n.decision in (1, 2)"
-            " on conflict (source_table, source_pk) do update set person_key = excluded.person_key,"
+            " on conflict (record_uid) do update set person_key = excluded.person_key,"
             " match_rule = excluded.match_rule, match_score = excluded.match_score,"
             " confidence = excluded.confidence, evidence = excluded.evidence,"
             " source_event_at = excluded.source_event_at, record_fingerprint = excluded.record_fingerprint,"
@@ -530,15 +530,17 @@ class Run:
             " where (l.person_key, l.match_rule, l.confidence, l.evidence, l.source_event_at, l.record_fingerprint)"
             " is distinct from (excluded.person_key, excluded.match_rule, excluded.confidence, excluded.evidence,"
             " excluded.source_event_at, excluded.record_fingerprint)",
-            "insert into {canon}.match_conflicts (run_id, source_table, source_pk, conflict_kind, component_size, person_keys)"
-            " select %(run)s, p.source_table, p.source_pk, n.conflict_kind, n.component_size, coalesce(n.conflict_persons, '{{}}')"
+            "insert into {canon}.match_conflicts (run_id, record_uid, source_table, source_pk, conflict_kind, component_size,"
+            " person_keys)"
+            " select %(run)s, n.record_uid, p.source_table, p.source_pk, n.conflict_kind, n.component_size,"
+            " coalesce(n.conflict_persons, '{{}}')"
             " from nodes n join {ident}.identity_pending_records p using (record_uid)"
             " where n.batch = %(b)s and n.decision = 3 and n.record_uid in (select record_uid from due)"
             " on conflict do nothing",
             # attempts of this batch's records: matched ones, and due ones in conflicts
-            "insert into {canon}.match_attempts (run_id, source_table, source_pk, record_fingerprint, outcome,"
-            " fail_reason, best_score, match_rule, person_key)"
-            " select %(run)s, p.source_table, p.source_pk, p.fingerprint,"
+            "insert into {canon}.match_attempts (run_id, record_uid, source_table, source_pk, record_fingerprint,"
+            " outcome, fail_reason, best_score, match_rule, person_key)"
+            " select %(run)s, n.record_uid, p.source_table, p.source_pk, p.fingerprint,"
             " case when n.decision = 3 then 'failed' else 'matched' end,"
             " case when n.decision = 3 then 'conflict' end, n.match_score, n.match_rule, n.person_key"
             " from nodes n join {ident}.identity_pending_records p using (record_uid)"
@@ -566,9 +568,9 @@ class Run:
         with conn.transaction():
             cur = conn.execute(
                 self.q(
-                    "insert into {canon}.match_attempts (run_id, source_table, source_pk, record_fingerprint,"
-                    " outcome, fail_reason, best_score)"
-                    " select %(run)s, d.source_table, d.source_pk, d.fingerprint, 'failed',"
+                    "insert into {canon}.match_attempts (run_id, record_uid, source_table, source_pk,"
+                    " record_fingerprint, outcome, fail_reason, best_score)"
+                    " select %(run)s, d.record_uid, d.source_table, d.source_pk, d.fingerprint, 'failed',"
                     " coalesce(d.precheck_fail_reason, case when s.record_uid is null then 'no_candidates'"
                     "   else 'below_threshold' end), s.best_score"
                     " from due d left join seen s using (record_uid)"
@@ -598,8 +600,6 @@ class Run:
         conn.execute("create temp table gap_now as select lead_source_table, lead_source_pk, lead_at, gap_reason,"
                      " last_fail_reason from ops.ops_identity_gap_analysis")
         conn.execute("create temp table backlog_now as select lead_source_table, lead_source_pk from ops.ops_kpi_red_backlog")
-        conn.execute("alter table gap_now add primary key (lead_source_table, lead_source_pk)")
-        conn.execute("alter table backlog_now add primary key (lead_source_table, lead_source_pk)")
         conn.execute("analyze gap_now")
         conn.execute("analyze backlog_now")
         with conn.transaction():
@@ -608,7 +608,7 @@ class Run:
                 "insert into {canon}.recovery_queue (source_table, source_pk, status, lead_at, fail_reason)"
                 " select b.lead_source_table, b.lead_source_pk, 'pending', g.lead_at, g.last_fail_reason"
                 " from backlog_now b join gap_now g using (lead_source_table, lead_source_pk)"
-                " on conflict (source_table, source_pk) do nothing",
+                " on conflict (source_table, md5(source_pk)) do nothing",
                 # this run's attempts on queued leads
                 "update {canon}.recovery_queue q set attempts = q.attempts + 1, last_attempt_at = a.attempted_at,"
                 " status = case a.outcome when 'matched' then 'matched' else 'failed' end,"

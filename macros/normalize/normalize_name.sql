@@ -36,7 +36,9 @@
                                     then translate({{ col }}, '{{ spanish }}', '{{ spanish_ascii }}')
                                 else translate(
                                     replace(replace(replace(replace(replace(
-                                        {{ col }}, 'ß', 'ss'), 'Æ', 'AE'), 'æ', 'ae'), 'Œ', 'OE'), 'œ', 'oe'),
+                                        {#- compose decomposed accents (e + U+0301 -> é), drop marks left over #}
+                                        regexp_replace(normalize({{ col }}, NFC), '[\u0300-\u036f]', '', 'g'),
+                                        'ß', 'ss'), 'Æ', 'AE'), 'æ', 'ae'), 'Œ', 'OE'), 'œ', 'oe'),
                                     '{{ accented }}{{ apostrophes }}',
                                     '{{ accented_ascii }}'
                                 )

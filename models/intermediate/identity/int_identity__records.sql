@@ -1,5 +1,5 @@
 {{ config(
-    post_hook=["create index if not exists {{ this.name }}_uid on {{ this }} (record_uid)"]
+    post_hook=["create index on {{ this }} (record_uid)"]
 ) }}
 -- One row per person record of every channel, in one shape: the unit the matcher resolves.
 

@@ -1,5 +1,5 @@
 {{ config(
-    post_hook=["create index if not exists {{ this.name }}_uid on {{ this }} (record_uid)"]
+    post_hook=["create index on {{ this }} (record_uid)"]
 ) }}
 -- Records with shared identifier values removed: what blocking and scoring may rely on.
 

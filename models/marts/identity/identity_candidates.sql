@@ -1,5 +1,5 @@
 {{ config(
-    post_hook=["create index if not exists {{ this.name }}_right on {{ this }} (right_uid)"]
+    post_hook=["create index on {{ this }} (right_uid)"]
 ) }}
 -- Candidate pairs: a pending record (left) and any record, linked or not (right), that share
 -- a blocking key. When both are pending the pair appears once, with left_uid < right_uid.

@@ -1,5 +1,5 @@
 {{ config(
-    post_hook=["create index if not exists {{ this.name }}_key on {{ this }} (source_table, source_pk)"]
+    post_hook=["create index on {{ this }} (source_table, md5(source_pk))"]
 ) }}
 -- Every person record without a link yet, and whether it can be matched at all.
 

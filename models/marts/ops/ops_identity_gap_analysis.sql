@@ -76,7 +76,8 @@ classified as (
         leads.record_uid as lead_record_uid,
         leads.source_table as lead_source_table,
         leads.source_pk as lead_source_pk,
-        leads.event_at as lead_at,
+        -- staging already nulls non-finite timestamps; kept here too, the ops views must never break
+        case when isfinite(leads.event_at) then leads.event_at end as lead_at,
         links.person_key,
         links.linked_at,
         origin_checks.origin_tag,

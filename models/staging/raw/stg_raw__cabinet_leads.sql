@@ -14,7 +14,7 @@ renamed as (
         nullif(trim(cast(lead_id as text)), '') as lead_id,
 
         ----------  timestamps
-        cast(created_at as timestamptz) as event_at,
+        case when isfinite(cast(created_at as timestamptz)) then cast(created_at as timestamptz) end as event_at,
 
         ----------  identifiers
         {{ normalize_phone('phone') }} as phone,

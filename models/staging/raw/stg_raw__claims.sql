@@ -18,7 +18,7 @@ renamed as (
         ----------  attributes
         cast(milestone as integer) as milestone,
         cast(amount as numeric) as amount,
-        cast(claimed_at as timestamptz) as claimed_at,
+        case when isfinite(cast(claimed_at as timestamptz)) then cast(claimed_at as timestamptz) end as claimed_at,
         nullif(lower(trim(status)), '') as status
 
     from source

@@ -14,7 +14,7 @@ renamed as (
         nullif(trim(cast(driver_id as text)), '') as driver_id,
 
         ----------  timestamps
-        cast(hired_at as timestamptz) as event_at,
+        case when isfinite(cast(hired_at as timestamptz)) then cast(hired_at as timestamptz) end as event_at,
 
         ----------  identifiers
         {{ normalize_phone('phone') }} as phone,
@@ -28,7 +28,7 @@ renamed as (
         {{ name_sorted_tokens(normalize_name('full_name')) }} as name_sorted,
 
         ----------  driver attributes
-        cast(updated_at as timestamptz) as updated_at
+        case when isfinite(cast(updated_at as timestamptz)) then cast(updated_at as timestamptz) end as updated_at
 
     from source
 

@@ -14,7 +14,7 @@ renamed as (
         nullif(trim(cast(migration_id as text)), '') as migration_id,
 
         ----------  timestamps
-        cast(migrated_at as timestamptz) as event_at,
+        case when isfinite(cast(migrated_at as timestamptz)) then cast(migrated_at as timestamptz) end as event_at,
 
         ----------  identifiers
         {{ normalize_phone('phone') }} as phone,

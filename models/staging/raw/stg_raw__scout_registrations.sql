@@ -14,7 +14,7 @@ renamed as (
         nullif(trim(cast(registration_id as text)), '') as registration_id,
 
         ----------  timestamps
-        cast(registered_at as timestamptz) as event_at,
+        case when isfinite(cast(registered_at as timestamptz)) then cast(registered_at as timestamptz) end as event_at,
 
         ----------  identifiers
         {{ normalize_phone('phone') }} as phone,
