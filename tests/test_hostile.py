@@ -11,8 +11,10 @@ import random
 import re
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -467,8 +469,27 @@ def test_a_10000_character_source_key_is_refused_by_dbt_or_resolved(hostile):
                                                                         sql.Identifier(column)), (uid,))
 
 
+PASSWORD_CHECKED_ROLES = "/^t_pw_"
+HBA_RULE = f"local all {PASSWORD_CHECKED_ROLES} scram-sha-256  # matcher tests: password-checked test roles"
+
+
+def require_passwords_for_test_roles(server) -> None:
+    """On the embedded server (trust for every local connection), make roles named t_pw_*
+    authenticate with a password, ahead of the trust rules; nothing else changes."""
+    if not server.embedded:
+        return
+    with server.connect(autocommit=True) as admin:
+        hba = Path(admin.execute("show hba_file").fetchone()[0])
+        text = hba.read_text()
+        if HBA_RULE not in text:
+            hba.write_text(HBA_RULE + "\n" + text)
+        admin.execute("select pg_reload_conf()")
+    time.sleep(0.5)  # the postmaster re-reads pg_hba.conf asynchronously
+
+
 def test_wrong_password_is_one_clear_line_exit_4(server, fresh_database, dbt_target):
     """Only where the server checks passwords: with `trust` in pg_hba.conf any password works."""
+    require_passwords_for_test_roles(server)
     role, right, wrong = f"t_pw_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex, uuid.uuid4().hex
     params = {**fresh_database.resolved().params, "user": role}
     params.pop("password", None)
