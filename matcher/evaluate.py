@@ -64,7 +64,8 @@ def evaluate(
             "create temp table eval_records as"
             " select t.source_table, t.source_pk, t.true_entity_id,"
             " coalesce(l.person_key::text, 'unlinked:' || t.source_table || ':' || t.source_pk) as cluster"
-            " from {labels} t left join {canon}.identity_links l using (source_table, source_pk)"
+            " from {labels} t left join {canon}.identity_links l on l.source_table = t.source_table"
+            " and md5(l.source_pk) = md5(t.source_pk) and l.source_pk = t.source_pk"
         ).format(**ids)
     )
     pairs = "sum(n * (n - 1) / 2)::bigint"
@@ -120,7 +121,8 @@ def evaluate(
         for rule, n, ok in conn.execute(
             sql.SQL(
                 "with e as (select r.*, l.match_rule from eval_records r join {canon}.identity_links l"
-                "   using (source_table, source_pk)),"
+                "   on l.source_table = r.source_table and md5(l.source_pk) = md5(r.source_pk)"
+                "   and l.source_pk = r.source_pk),"
                 " modal as (select cluster, true_entity_id, row_number() over (partition by cluster"
                 "   order by count(*) desc, true_entity_id) as rn from e group by cluster, true_entity_id)"
                 " select e.match_rule, count(*), count(*) filter (where m.true_entity_id = e.true_entity_id)"

@@ -77,7 +77,7 @@ def explain(conn: psycopg.Connection, cfg: Config, source_table: str, source_pk:
             l_name=[rec["full_name"]] * n, r_name=[o["full_name"] for o in others],
             name_frequency=[o["freq"] for o in others],
         )
-        s = scoring.score_pairs(pairs, cfg)
+        s = scoring.score_pairs(pairs, cfg, prune=False)  # show every field, even when moot
         for i, o in enumerate(others):
             candidates.append({
                 "source_table": o["source_table"], "source_pk": o["source_pk"], "person_key": o["person_key"],

@@ -344,8 +344,10 @@ class Run:
                 + RECORD_UID_SQL.format(t="o.right_source_table", k="o.right_source_pk") + ","
                 " ll.person_key::text, rl.person_key::text"
                 " from {canon}.match_overrides o"
-                " left join {canon}.identity_links ll on (ll.source_table, ll.source_pk) = (o.left_source_table, o.left_source_pk)"
-                " left join {canon}.identity_links rl on (rl.source_table, rl.source_pk) = (o.right_source_table, o.right_source_pk)"
+                " left join {canon}.identity_links ll on ll.record_uid = "
+                + RECORD_UID_SQL.format(t="o.left_source_table", k="o.left_source_pk")
+                + " left join {canon}.identity_links rl on rl.record_uid = "
+                + RECORD_UID_SQL.format(t="o.right_source_table", k="o.right_source_pk")
             )
         ).fetchall()
         dnl = [(a, b) for d, a, b, _, _ in rows if d == "do_not_link"]
@@ -600,6 +602,9 @@ class Run:
         conn.execute("create temp table gap_now as select lead_source_table, lead_source_pk, lead_at, gap_reason,"
                      " last_fail_reason from ops.ops_identity_gap_analysis")
         conn.execute("create temp table backlog_now as select lead_source_table, lead_source_pk from ops.ops_kpi_red_backlog")
+        # hash indexes: equality lookups on keys of any length (a btree entry is limited to ~2.7 kB)
+        conn.execute("create index on gap_now using hash (lead_source_pk)")
+        conn.execute("create index on backlog_now using hash (lead_source_pk)")
         conn.execute("analyze gap_now")
         conn.execute("analyze backlog_now")
         with conn.transaction():
@@ -623,7 +628,8 @@ class Run:
                 " status = case when l.person_key is not null and g.gap_reason = 'resolved' then 'matched' else 'claimed' end,"
                 " matched_person_key = l.person_key, closed_at = clock_timestamp(), updated_at = clock_timestamp()"
                 " from gap_now g"
-                " left join {canon}.identity_links l on (l.source_table, l.source_pk) = (g.lead_source_table, g.lead_source_pk)"
+                " left join {canon}.identity_links l on l.source_table = g.lead_source_table"
+                "   and md5(l.source_pk) = md5(g.lead_source_pk) and l.source_pk = g.lead_source_pk"
                 " where (g.lead_source_table, g.lead_source_pk) = (q.source_table, q.source_pk)"
                 " and q.status in ('pending', 'failed')"
                 " and not exists (select 1 from backlog_now b"

@@ -203,7 +203,15 @@ def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tup
     return out, similarity, n_short
 
 
-def score_pairs(pairs: PairColumns, config: Config) -> Scores:
+def score_pairs(pairs: PairColumns, config: Config, *, prune: bool = True) -> Scores:
+    """Levels, score and rule per pair.
+
+    With `prune`, names are compared only where they could matter: a pair whose identifiers
+    score so low that even an exact name could not reach any rule's floor is rejected without
+    the (costly) name comparison; its name level is then reported as `missing` and its score
+    is its identifier score. Accept/reject decisions are identical either way (a test checks).
+    """
+    n = len(pairs)
     edits = config.close_max_edits
     levels = {
         "phone": _identifier_levels(pairs.l_phone, pairs.r_phone, edits),
@@ -211,13 +219,23 @@ def score_pairs(pairs: PairColumns, config: Config) -> Scores:
         "email": _email_levels(pairs.l_email, pairs.r_email, edits),
         "plate": _identifier_levels(pairs.l_plate, pairs.r_plate, edits),
     }
-    levels["name"], name_similarity, name_tokens = _name_levels(pairs.l_name, pairs.r_name, config.name_token_match)
-    frequency = pairs.name_frequency if pairs.name_frequency is not None else np.zeros(len(pairs), dtype=np.int32)
-
-    score = np.zeros(len(pairs), dtype=np.float32)
-    for field in FIELDS:
+    score = np.zeros(n, dtype=np.float32)
+    for field in FIELDS[:-1]:
         lookup = np.array([config.weights[field][lv] for lv in LEVELS[field]], dtype=np.float32)
         score += lookup[levels[field]]
+
+    best_name = max(config.weights["name"].values())
+    floor = min(r.min_score for r in config.rules)
+    compare = np.flatnonzero(score + best_name >= floor) if prune else np.arange(n)
+    levels["name"] = np.full(n, CODE["name"]["missing"], dtype=np.int8)
+    name_similarity = np.zeros(n, dtype=np.float32)
+    name_tokens = np.zeros(n, dtype=np.int64)
+    if compare.size:
+        lv, sim, tok = _name_levels(pairs.l_name[compare], pairs.r_name[compare], config.name_token_match)
+        levels["name"][compare], name_similarity[compare], name_tokens[compare] = lv, sim, tok
+    name_weights = np.array([config.weights["name"][lv] for lv in LEVELS["name"]], dtype=np.float32)
+    score += name_weights[levels["name"]]
+    frequency = pairs.name_frequency if pairs.name_frequency is not None else np.zeros(n, dtype=np.int32)
     probability = 1.0 / (1.0 + np.exp2(-(score - config.score_midpoint)))
 
     exact_ids = sum((levels[f] == CODE[f]["exact"]).astype(np.int8) for f in IDENTIFIER_FIELDS)

@@ -151,3 +151,23 @@ def test_document_alone_links_when_other_side_has_no_name_and_nothing_disagrees(
     _, rule, _ = score_one(l_document="40001234", r_document="40001234", l_name="ana rojas", r_name="",
                            l_phone="987654321", r_phone="912345678")
     assert rule is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["987654321", "987654312", "912345678", ""]),
+    st.sampled_from(["987654321", "955555555", ""]),
+    st.sampled_from(["40001234", "Q40001234", "40001243", "71234567", ""]),
+    st.sampled_from(["40001234", "88887777", ""]),
+    st.sampled_from(["juan carlos quispe", "quispe juan", "maria quispe mamani", "j carlos quispe", ""]),
+    st.sampled_from(["juan carlos quispe", "carlos quispe juan", "pedro rojas", ""]),
+    st.integers(0, 4)), min_size=1, max_size=30))
+def test_pruning_never_changes_a_decision(rows):
+    lp, rp, ld, rd, ln, rn, freq = (list(c) for c in zip(*rows))
+    cols = scoring.PairColumns.from_lists(l_phone=lp, r_phone=rp, l_document=ld, r_document=rd, l_email=[""] * len(lp),
+                                          r_email=[""] * len(lp), l_plate=[""] * len(lp), r_plate=[""] * len(lp),
+                                          l_name=ln, r_name=rn, name_frequency=freq)
+    pruned, full = scoring.score_pairs(cols, CFG), scoring.score_pairs(cols, CFG, prune=False)
+    assert np.array_equal(pruned.rule, full.rule)
+    accepted = full.rule >= 0
+    assert np.allclose(pruned.score[accepted], full.score[accepted])
