@@ -27,10 +27,15 @@ def connected_components(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarra
 
 
 def best_edge_per_node(left: np.ndarray, right: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each node on any edge: (node ids, index of its highest-scoring incident edge)."""
+    """For each node on any edge: (node ids, index of its highest-scoring incident edge).
+
+    Ties go to the edge whose other end has the smallest id, so the choice does not depend on
+    the order the pairs were read in (a resumed run must write what an uninterrupted one does).
+    """
     ends = np.concatenate([left, right])
+    other = np.concatenate([right, left])
     edge = np.concatenate([np.arange(len(left)), np.arange(len(right))])
     s = np.concatenate([score, score])
-    order = np.lexsort((-s, ends))  # by node, then score descending
+    order = np.lexsort((other, -s, ends))  # by node, then score descending, then the other end
     nodes, first = np.unique(ends[order], return_index=True)
     return nodes, edge[order][first]

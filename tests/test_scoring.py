@@ -140,6 +140,14 @@ def test_components_match_a_reference_union_find(edges):
         assert e == max(incident)
 
 
+def test_best_edge_ties_go_to_the_smallest_other_end_whatever_the_order():
+    left, right = np.array([5, 5, 5]), np.array([9, 7, 8])
+    score = np.array([2.0, 2.0, 1.0], dtype=np.float32)
+    for perm in ([0, 1, 2], [1, 0, 2], [2, 1, 0]):
+        nodes, best = best_edge_per_node(left[perm], right[perm], score[perm])
+        assert right[perm][best[list(nodes).index(5)]] == 7
+
+
 def test_document_digits_one_edit_apart_is_close():
     levels, _, _ = score_one(l_document="Q12345679", r_document="12345678")
     assert levels["document"] == "close"
