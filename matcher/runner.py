@@ -59,7 +59,6 @@ CANDIDATE_CONTRACT = {
     },
 }
 
-FAIL_REASONS = ("missing_identifiers", "no_candidates", "below_threshold", "conflict", "shared_identifier")
 
 # decision codes in the uploaded node table
 LINK_NEW, LINK_EXISTING, CONFLICT = 1, 2, 3
