@@ -212,7 +212,8 @@ def evaluate_cmd(ctx: Context, labels, as_json):
     from matcher.evaluate import evaluate
 
     with ctx.db.connect(autocommit=True) as conn:
-        q = evaluate(conn, labels=labels, canon_schema=ctx.config.canon_schema)
+        q = evaluate(conn, labels=labels, canon_schema=ctx.config.canon_schema,
+                     identity_schema=ctx.config.identity_schema)
     if as_json:
         click.echo(json.dumps(q.as_dict(), indent=2))
         return
@@ -247,6 +248,7 @@ def _run_dict(r: runner.RunResult) -> dict:
         "failed_by_reason": r.failed_by_reason, "pending": r.pending, "pairs_scored": r.pairs_scored,
         "pairs_accepted": r.pairs_accepted, "rows_written": r.rows_written,
         "timings": {k: round(v, 3) for k, v in r.timings.items()},
+        "detail": {k: round(v, 3) for k, v in r.detail.items()},
     }
 
 
@@ -412,7 +414,7 @@ def explain(ctx: Context, source_table, source_pk, as_json):
     for col in ("record", "blocked by", *FIELDS_SHORT, "score", "rule"):
         table.add_column(col)
     for c in data["candidates"][:20]:
-        table.add_row(f"{c['source_table']}/{c['source_pk']}", ",".join(c["blocking_rules"]),
+        table.add_row(f"{c['source_table']}/{c['source_pk']}", ",".join(c["blocking_keys"]),
                       *[c["levels"][f] for f in config_mod.FIELDS], f"{c['score']:.1f}", c["rule"] or "-")
     console.print(table)
 

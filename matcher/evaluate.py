@@ -3,8 +3,8 @@
 The labels are any table shaped `(source_table, source_pk, true_entity_id)`; the demo generator
 writes `raw.ground_truth`. A record without a link counts as its own singleton cluster.
 Pairwise: every unordered pair of records in the same true entity is a true pair; every pair
-in the same person is a predicted pair. Blocking recall: the share of true pairs that share at
-least one blocking key (so could reach the candidate table).
+in the same person is a predicted pair. Blocking recall: the share of true pairs that reached
+the candidate table (shared a blocking key within its block bound).
 """
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ import psycopg
 from psycopg import sql
 
 from matcher.errors import MatcherError
+
+# the record uid of a labelled row (same expression as macros/record_uid.sql)
+UID_SQL = "('x' || left(md5(source_table || ':' || source_pk), 16))::bit(64)::bigint"
 
 
 @dataclass
@@ -51,13 +54,13 @@ def evaluate(
     *,
     labels: str,
     canon_schema: str = "canon",
-    intermediate_schema: str = "intermediate",
+    identity_schema: str = "identity",
     with_blocking: bool = True,
 ) -> Quality:
     exists = conn.execute("select to_regclass(%s)", (labels,)).fetchone()[0]
     if exists is None:
         raise MatcherError(f"labels table {labels} does not exist")
-    ids = {"labels": parse_table(labels), "canon": sql.Identifier(canon_schema), "inter": sql.Identifier(intermediate_schema)}
+    ids = {"labels": parse_table(labels), "canon": sql.Identifier(canon_schema), "ident": sql.Identifier(identity_schema)}
     conn.execute("drop table if exists pg_temp.eval_records")
     conn.execute(
         sql.SQL(
@@ -76,18 +79,15 @@ def evaluate(
 
     blocked = None
     if with_blocking:
-        has_keys = conn.execute("select to_regclass(%s)", (f"{intermediate_schema}.int_identity__blocking_keys",)).fetchone()[0]
-        if has_keys:
+        candidates = f"{identity_schema}.identity_candidates"
+        if conn.execute("select to_regclass(%s)", (candidates,)).fetchone()[0]:
+            # true pairs present in the candidate table (the matcher could only link those directly)
             blocked = conn.execute(
                 sql.SQL(
-                    "with k as ("
-                    "  select k.record_uid, k.key_type, k.key_value, e.true_entity_id"
-                    "  from {inter}.int_identity__blocking_keys k"
-                    "  join {inter}.int_identity__records r using (record_uid)"
-                    "  join eval_records e on (e.source_table, e.source_pk) = (r.source_table, r.source_pk))"
-                    " select count(*) from (select distinct a.record_uid, b.record_uid from k a join k b"
-                    "  on (a.key_type, a.key_value, a.true_entity_id) = (b.key_type, b.key_value, b.true_entity_id)"
-                    "  and a.record_uid < b.record_uid) s"
+                    "with e as (select " + UID_SQL + " as record_uid, true_entity_id from eval_records)"
+                    " select count(*) from {ident}.identity_candidates c"
+                    " join e a on a.record_uid = c.left_uid join e b on b.record_uid = c.right_uid"
+                    " where a.true_entity_id = b.true_entity_id"
                 ).format(**ids)
             ).fetchone()[0]
 

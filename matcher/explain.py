@@ -11,7 +11,16 @@ from matcher.config import FIELDS, LEVELS, Config
 from matcher.errors import MatcherError
 from matcher.masking import mask_email, mask_identifier, mask_name
 
-RECORD_COLUMNS = "record_uid, source_table, source_pk, record_kind, event_at, phone, document_number, email, plate, full_name"
+RECORD_COLUMNS = ("u.record_uid, u.source_table, u.source_pk, u.record_kind, u.event_at, r.phone, r.document_number,"
+                  " r.email, r.plate, r.full_name, r.name_frequency")
+
+# Mirror of macros/blocking_key_types.sql: bit (code - 1) of identity_candidates.blocking_mask.
+BLOCKING_KEY_TYPES = ("phone", "document", "email", "plate", "phone_fuzzy", "document_fuzzy", "name_pair", "name_full")
+
+
+def blocking_keys(mask: int) -> list[str]:
+    """The key types a candidate pair shares, from its blocking_mask."""
+    return [name for bit, name in enumerate(BLOCKING_KEY_TYPES) if mask >> bit & 1]
 
 
 def _masked(rec: dict) -> dict:
@@ -26,8 +35,9 @@ def explain(conn: psycopg.Connection, cfg: Config, source_table: str, source_pk:
     canon, ident = sql.Identifier(cfg.canon_schema), sql.Identifier(cfg.identity_schema)
     with conn.cursor(row_factory=dict_row) as cur:
         rec = cur.execute(
-            sql.SQL("select " + RECORD_COLUMNS + " from intermediate.int_identity__records_usable"
-                    " where source_table = %s and source_pk = %s"),
+            sql.SQL("select " + RECORD_COLUMNS + " from intermediate.int_identity__records_usable u"
+                    " join {}.identity_records r using (record_uid)"
+                    " where u.source_table = %s and u.source_pk = %s and not u.is_deleted").format(ident),
             (source_table, source_pk),
         ).fetchone()
         if rec is None:
@@ -54,17 +64,17 @@ def explain(conn: psycopg.Connection, cfg: Config, source_table: str, source_pk:
         ).fetchall()
         others = cur.execute(
             sql.SQL(
-                "select c.blocking_rules, o.record_uid, o.source_table, o.source_pk, o.phone, o.document_number,"
-                " o.email, o.plate, o.full_name, greatest(coalesce(o.name_frequency, 0), coalesce(me.name_frequency, 0)) as freq,"
+                "select c.blocking_mask, o.record_uid, u.source_table, u.source_pk, o.phone, o.document_number,"
+                " o.email, o.plate, o.full_name, greatest(coalesce(o.name_frequency, 0), %(freq)s) as freq,"
                 " l.person_key::text as person_key"
                 " from {ident}.identity_candidates c"
-                " join intermediate.int_identity__records_usable me on me.record_uid = %(uid)s"
-                " join intermediate.int_identity__records_usable o"
+                " join {ident}.identity_records o"
                 "   on o.record_uid = case when c.left_uid = %(uid)s then c.right_uid else c.left_uid end"
+                " join intermediate.int_identity__records_usable u on u.record_uid = o.record_uid"
                 " left join {canon}.identity_links l on l.record_uid = o.record_uid"
                 " where c.left_uid = %(uid)s or c.right_uid = %(uid)s"
             ).format(ident=ident, canon=canon),
-            {"uid": rec["record_uid"]},
+            {"uid": rec["record_uid"], "freq": rec["name_frequency"] or 0},
         ).fetchall()
     candidates = []
     if others:
@@ -81,7 +91,7 @@ def explain(conn: psycopg.Connection, cfg: Config, source_table: str, source_pk:
         for i, o in enumerate(others):
             candidates.append({
                 "source_table": o["source_table"], "source_pk": o["source_pk"], "person_key": o["person_key"],
-                "blocking_rules": o["blocking_rules"],
+                "blocking_keys": blocking_keys(o["blocking_mask"]),
                 "levels": {f: LEVELS[f][s.levels[f][i]] for f in FIELDS},
                 "name_similarity": round(float(s.name_similarity[i]), 1),
                 "score": round(float(s.score[i]), 2), "probability": round(float(s.probability[i]), 4),

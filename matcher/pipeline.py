@@ -70,7 +70,7 @@ def summarize(conn: psycopg.Connection, cfg: Config) -> dict:
         ).format(canon=canon, ident=ident)
     ).fetchall()
     return {
-        "records": q("select count(*) from intermediate.int_identity__records"),
+        "records": q("select count(*) from intermediate.int_identity__records where not is_deleted"),
         "persons": q("select count(*) from {canon}.identity_registry"),
         "links": q("select count(*) from {canon}.identity_links"),
         "origins": q("select count(*) from {canon}.identity_origin"),
@@ -109,5 +109,5 @@ def run_pipeline(
         quality = None
         labels = labels or f"{cfg.raw_schema}.ground_truth"
         if conn.execute("select to_regclass(%s)", (labels,)).fetchone()[0]:
-            quality = evaluate(conn, labels=labels, canon_schema=cfg.canon_schema)
+            quality = evaluate(conn, labels=labels, canon_schema=cfg.canon_schema, identity_schema=cfg.identity_schema)
     return PipelineResult(run=result, summary=summary, quality=quality, timings=timings)

@@ -38,7 +38,7 @@ OPS_SCHEMA = "ops"
 # The ops views the matcher's queue sync reads (matcher/runner.py, Run._sync_queue).
 MATCHER_OPS_VIEWS = ("ops_kpi_red_backlog", "ops_identity_gap_analysis")
 # The matcher's input, built by dbt (runner.CANDIDATE_CONTRACT).
-MATCHER_INPUT_TABLES = ("identity_candidates", "identity_pending_records")
+MATCHER_INPUT_TABLES = ("identity_candidates", "identity_records", "identity_pending_records")
 
 # relkinds whose ownership is transferred explicitly; indexes and owned sequences follow their table
 _ALTER_BY_RELKIND = {"r": "table", "p": "table", "f": "foreign table", "v": "view", "m": "materialized view",

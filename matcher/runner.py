@@ -33,7 +33,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from matcher import cluster, origins, scoring
+from matcher import cluster, copyio, origins, scoring
 from matcher.config import FIELDS, LEVELS, Config
 from matcher.db import Database
 from matcher.errors import CandidateContractError, MatcherError, RunLocked
@@ -45,12 +45,10 @@ log = logging.getLogger(__name__)
 RECORD_UID_SQL = "('x' || left(md5({t} || ':' || {k}), 16))::bit(64)::bigint"
 
 CANDIDATE_CONTRACT = {
-    "identity_candidates": {
-        "left_uid": "bigint", "right_uid": "bigint", "blocking_rules": "ARRAY",
-        "l_phone": "text", "r_phone": "text", "l_document_number": "text", "r_document_number": "text",
-        "l_email": "text", "r_email": "text", "l_plate": "text", "r_plate": "text",
-        "l_full_name": "text", "r_full_name": "text",
-        "l_name_frequency": "integer", "r_name_frequency": "integer",
+    "identity_candidates": {"left_uid": "bigint", "right_uid": "bigint", "blocking_mask": "smallint"},
+    "identity_records": {
+        "record_uid": "bigint", "phone": "text", "document_number": "text", "email": "text", "plate": "text",
+        "full_name": "text", "name_frequency": "integer",
     },
     "identity_pending_records": {
         "record_uid": "bigint", "source_table": "text", "source_pk": "text", "record_kind": "text",
@@ -59,6 +57,9 @@ CANDIDATE_CONTRACT = {
     },
 }
 
+
+# the per-batch write statements, in order (RunResult.detail keys)
+STATEMENT_NAMES = ("write_person_keys", "write_registry", "write_links", "write_conflicts", "write_attempts")
 
 # decision codes in the uploaded node table
 LINK_NEW, LINK_EXISTING, CONFLICT = 1, 2, 3
@@ -78,6 +79,16 @@ class RunResult:
     pairs_accepted: int = 0
     rows_written: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # finer split of the phases above (seconds), for the benchmark: not added to the phases
+    detail: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def clock(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.detail[name] = self.detail.get(name, 0.0) + time.perf_counter() - t
 
     @property
     def failed(self) -> int:
@@ -186,7 +197,8 @@ class Run:
                 "origins_written": r.origins_written, "failed": r.failed, "failed_by_reason": r.failed_by_reason,
                 "pending": r.pending, "rows_written": r.rows_written,
                 "extra": {"pairs_scored": r.pairs_scored, "pairs_accepted": r.pairs_accepted,
-                          "timings": {k: round(v, 3) for k, v in r.timings.items()}},
+                          "timings": {k: round(v, 3) for k, v in r.timings.items()},
+                          "detail": {k: round(v, 3) for k, v in r.detail.items()}},
             }
         r.status = "succeeded"
         return r
@@ -206,11 +218,12 @@ class Run:
 
         t0 = time.perf_counter()
         self._write_batches(conn, handle, r)
-        with conn.transaction():
+        with r.clock("write_origins_rest"), conn.transaction():
             written = origins.backfill(conn, self.cfg, r.run_id)
         r.origins_written += written
         r.rows_written += written
-        r.rows_written += self._sync_queue(conn, r.run_id)
+        with r.clock("write_queue"):
+            r.rows_written += self._sync_queue(conn, r.run_id)
         r.timings["write"] = time.perf_counter() - t0
 
         r.pending = conn.execute(
@@ -270,69 +283,107 @@ class Run:
         return n
 
     def _read_and_score(self, conn, r: RunResult) -> dict[str, np.ndarray]:
-        """Stream candidate pairs that touch a due record; keep accepted pairs and per-node best scores."""
-        query = self.q(
-            "select c.left_uid, c.right_uid, ll.person_key::text, rl.person_key::text,"
-            " coalesce(c.l_phone, ''), coalesce(c.r_phone, ''),"
-            " coalesce(c.l_document_number, ''), coalesce(c.r_document_number, ''),"
-            " coalesce(c.l_email, ''), coalesce(c.r_email, ''),"
-            " coalesce(c.l_plate, ''), coalesce(c.r_plate, ''),"
-            " coalesce(c.l_full_name, ''), coalesce(c.r_full_name, ''),"
-            " greatest(coalesce(c.l_name_frequency, 0), coalesce(c.r_name_frequency, 0))"
-            " from {ident}.identity_candidates c"
-            " left join {canon}.identity_links ll on ll.record_uid = c.left_uid"
-            " left join {canon}.identity_links rl on rl.record_uid = c.right_uid"
-            " where (exists (select 1 from due d where d.record_uid = c.left_uid)"
-            "        or exists (select 1 from due d where d.record_uid = c.right_uid))"
-            "   and (ll.person_key is null or rl.person_key is null)"
-        )
-        accepted: dict[str, list] = {k: [] for k in ("left", "right", "l_person", "r_person", "score", "prob", "rule", "name_sim", *FIELDS)}
-        seen_nodes, seen_scores = [], []
-        with conn.transaction(), conn.cursor(name="candidates") as cur:
-            cur.itersize = self.cfg.read_batch_size
-            cur.execute(query)
-            while True:
-                t_read = time.perf_counter()
-                rows = cur.fetchmany(self.cfg.read_batch_size)
-                r.timings["read"] = r.timings.get("read", 0.0) + time.perf_counter() - t_read
-                if not rows:
-                    break
-                t_score = time.perf_counter()
-                cols = list(zip(*rows))
-                left = np.fromiter(cols[0], dtype=np.int64, count=len(rows))
-                right = np.fromiter(cols[1], dtype=np.int64, count=len(rows))
-                pairs = scoring.PairColumns.from_lists(
-                    l_phone=cols[4], r_phone=cols[5], l_document=cols[6], r_document=cols[7],
-                    l_email=cols[8], r_email=cols[9], l_plate=cols[10], r_plate=cols[11],
-                    l_name=cols[12], r_name=cols[13],
-                )
-                pairs.name_frequency = np.fromiter(cols[14], dtype=np.int32, count=len(rows))
-                s = scoring.score_pairs(pairs, self.cfg)
-                r.pairs_scored += len(rows)
-                seen_nodes.extend([left, right])
-                seen_scores.extend([s.score, s.score])
-                keep = np.flatnonzero(s.accepted)
-                if keep.size:
-                    accepted["left"].append(left[keep])
-                    accepted["right"].append(right[keep])
-                    accepted["l_person"].append(np.asarray(cols[2], dtype=object)[keep])
-                    accepted["r_person"].append(np.asarray(cols[3], dtype=object)[keep])
-                    accepted["score"].append(s.score[keep])
-                    accepted["prob"].append(s.probability[keep])
-                    accepted["rule"].append(s.rule[keep])
-                    accepted["name_sim"].append(s.name_similarity[keep])
-                    for f in FIELDS:
-                        accepted[f].append(s.levels[f][keep])
-                r.timings["score"] = r.timings.get("score", 0.0) + time.perf_counter() - t_score
+        """Score every candidate pair that touches a due record; keep accepted pairs and per-node best scores.
+
+        Pairs are read as two int8 columns through one binary COPY; the attributes of the records
+        they involve are read once per record (not once per pair) from identity_records, one
+        column at a time; pairs are then scored column-wise in batches of `read_batch_size`.
+        """
+        t_read = time.perf_counter()
+        # Due records have no link, so every pair touching one may change something.
+        with r.clock("read_pairs"):
+            pairs = self._read_pairs(conn)
+        with r.clock("read_index"):
+            uids, inverse = np.unique(pairs, return_inverse=True)
+            inverse = inverse.reshape(pairs.shape).astype(np.int32)
+            del pairs
+        with r.clock("read_records"):
+            rec_uid, rec_freq, rec_person, values, codes = self._read_records(conn, uids)
+        with r.clock("read_index"):
+            # a pair whose record has left the input since dbt built the candidates is not scored
+            if len(rec_uid) != len(uids):
+                position = np.searchsorted(rec_uid, uids)
+                present = position < len(rec_uid)
+                present[present] &= rec_uid[position[present]] == uids[present]
+                position[~present] = -1
+                li, ri = position[inverse[:, 0]], position[inverse[:, 1]]
+                keep = (li >= 0) & (ri >= 0)
+                li, ri = li[keep].astype(np.int32), ri[keep].astype(np.int32)
+            else:
+                li, ri = inverse[:, 0].copy(), inverse[:, 1].copy()
+            del inverse
+        r.timings["read"] = time.perf_counter() - t_read
+        return self._score(li, ri, rec_uid, rec_freq, rec_person, values, codes, r)
+
+    def _read_pairs(self, conn) -> np.ndarray:
+        return copyio.read_int64(conn, self.q(
+            "select c.left_uid, c.right_uid from {ident}.identity_candidates c"
+            " where exists (select 1 from due d where d.record_uid = c.left_uid)"
+            " union all"
+            " select c.left_uid, c.right_uid from {ident}.identity_candidates c"
+            " where exists (select 1 from due d where d.record_uid = c.right_uid)"
+            "   and not exists (select 1 from due d where d.record_uid = c.left_uid)"), 2)
+
+    def _read_records(self, conn, uids: np.ndarray):
+        """What the records `uids` (sorted) carry, once per record and sorted by record_uid: (uids
+        still live, name frequencies, person keys or None, each field's Values, their codes)."""
+        conn.execute("drop table if exists pg_temp.involved")
+        conn.execute("create temp table involved (record_uid bigint not null)")
+        copyio.write_int64(conn, sql.Identifier("involved"), ["record_uid"], [uids])
+        conn.execute("drop table if exists pg_temp.attrs")
+        conn.execute(self.q(
+            "create temp table attrs as"
+            " select i.record_uid, coalesce(r.phone, '') as phone, coalesce(r.document_number, '') as document,"
+            " coalesce(r.email, '') as email, coalesce(r.plate, '') as plate, coalesce(r.full_name, '') as name,"
+            " coalesce(r.name_frequency, 0)::bigint as name_frequency, coalesce(l.person_key::text, '') as person"
+            " from involved i"
+            " join {ident}.identity_records r on r.record_uid = i.record_uid"
+            " left join {canon}.identity_links l on l.record_uid = i.record_uid"
+            " order by i.record_uid"))
+        num = copyio.read_int64(conn, sql.SQL("select record_uid, name_frequency from attrs order by record_uid"), 2)
+        rec_uid, rec_freq = num[:, 0], num[:, 1].astype(np.int32)
+        # each field's distinct values once, and every record's code into them
+        values, codes = {}, {}
+        for f in FIELDS:
+            strings = copyio.read_text(conn, sql.SQL("select {} from attrs order by record_uid").format(sql.Identifier(f)))
+            values[f], (codes[f],) = scoring.Values.encode(strings)
+        rec_person = np.array(copyio.read_text(conn, sql.SQL("select person from attrs order by record_uid")), dtype=object)
+        rec_person[rec_person == ""] = None
+        conn.execute("drop table attrs, involved")
+        return rec_uid, rec_freq, rec_person, values, codes
+
+    def _score(self, li, ri, rec_uid, rec_freq, rec_person, values, codes, r: RunResult) -> dict[str, np.ndarray]:
+        t_score = time.perf_counter()
+        accepted: dict[str, list] = {k: [] for k in ("li", "ri", "score", "prob", "rule", "name_sim", *FIELDS)}
+        best = np.full(len(rec_uid), -np.inf, dtype=np.float64)
+        step = self.cfg.read_batch_size
+        for start in range(0, len(li), step):
+            bl, br = li[start:start + step], ri[start:start + step]
+            batch = scoring.CodedPairs(
+                values, {f: c[bl] for f, c in codes.items()}, {f: c[br] for f, c in codes.items()},
+                name_frequency=np.maximum(rec_freq[bl], rec_freq[br]),
+            )
+            s = scoring.score_pairs(batch, self.cfg)
+            r.pairs_scored += len(bl)
+            np.maximum.at(best, bl, s.score)
+            np.maximum.at(best, br, s.score)
+            keep = np.flatnonzero(s.accepted)
+            if keep.size:
+                accepted["li"].append(bl[keep])
+                accepted["ri"].append(br[keep])
+                accepted["score"].append(s.score[keep])
+                accepted["prob"].append(s.probability[keep])
+                accepted["rule"].append(s.rule[keep])
+                accepted["name_sim"].append(s.name_similarity[keep])
+                for f in FIELDS:
+                    accepted[f].append(s.levels[f][keep])
+        r.timings["score"] = time.perf_counter() - t_score
         out = {k: (np.concatenate(v) if v else np.array([])) for k, v in accepted.items()}
-        if seen_nodes:
-            nodes = np.concatenate(seen_nodes)
-            scores = np.concatenate(seen_scores)
-            order = np.lexsort((-scores, nodes))
-            uniq, first = np.unique(nodes[order], return_index=True)
-            out["seen_nodes"], out["seen_best"] = uniq, scores[order][first]
-        else:
-            out["seen_nodes"], out["seen_best"] = np.array([], dtype=np.int64), np.array([], dtype=np.float32)
+        ai, bi = out.pop("li").astype(np.int64), out.pop("ri").astype(np.int64)
+        out["left"], out["right"] = rec_uid[ai], rec_uid[bi]
+        out["l_person"], out["r_person"] = rec_person[ai], rec_person[bi]
+        scored = np.isfinite(best)
+        out["seen_nodes"], out["seen_best"] = rec_uid[scored], best[scored].astype(np.float32)
         r.pairs_accepted = len(out["left"])
         return out
 
@@ -490,8 +541,25 @@ class Run:
 
     def _write_batches(self, conn, handle: RunHandle, r: RunResult) -> None:
         """Per batch, one transaction: new persons, links, conflicts, attempts for its records."""
+        with r.clock("write_prepare"):
+            self._prepare_work(conn)
+        batches = [b for (b,) in conn.execute("select distinct batch from work order by 1").fetchall()]
+        self._write_each_batch(conn, handle, r, batches)
+
+    def _prepare_work(self, conn) -> None:
         self._add_singletons(conn)
-        batches = [b for (b,) in conn.execute("select distinct batch from nodes order by 1").fetchall()]
+        # One work row per decided record, with what the writes need from identity_pending_records
+        # as it was before this run wrote anything (it is a view: a record leaves it as soon as its
+        # link is written), whether it was due, and an index on the batch each statement reads.
+        conn.execute("drop table if exists pg_temp.work")
+        conn.execute(self.q(
+            "create temp table work as select n.*, p.source_table, p.source_pk, p.event_at, p.fingerprint,"
+            " exists (select 1 from due d where d.record_uid = n.record_uid) as is_due"
+            " from nodes n join {ident}.identity_pending_records p using (record_uid)"))
+        conn.execute("create index on work (batch)")
+        conn.execute("analyze work")
+
+    def _write_each_batch(self, conn, handle: RunHandle, r: RunResult, batches: list[int]) -> None:
         level_arrays = {f: "array[" + ",".join(f"'{lv}'" for lv in LEVELS[f]) + "]" for f in FIELDS}
         evidence = (
             "jsonb_build_object('rule', n.match_rule, 'score', round(n.match_score::numeric, 2),"
@@ -506,22 +574,21 @@ class Run:
             + ", ".join(f"('{name}', '{conf}')" for name, conf in fixed_rules)
             + ") v(rule_name, conf) where v.rule_name = n.match_rule)"
         )
-        new_key = "md5(min(p.source_table || ':' || p.source_pk) over (partition by n.component))::uuid"
+        new_key = "md5(min(n.source_table || ':' || n.source_pk) over (partition by n.component))::uuid"
         statements = [
             # person keys for new components: derived from the smallest record key of the component
-            "update nodes n set person_key = k.key from ("
+            "update work w set person_key = k.key from ("
             " select n.record_uid, " + new_key + " as key"
-            " from nodes n join {ident}.identity_pending_records p using (record_uid)"
-            " where n.batch = %(b)s and n.decision = 1) k"
-            " where n.record_uid = k.record_uid",
+            " from work n where n.batch = %(b)s and n.decision = 1) k"
+            " where w.batch = %(b)s and w.record_uid = k.record_uid",
             "insert into {canon}.identity_registry (person_key, created_by_run)"
-            " select distinct person_key, %(run)s from nodes n where n.batch = %(b)s and n.decision = 1"
+            " select distinct person_key, %(run)s from work n where n.batch = %(b)s and n.decision = 1"
             " on conflict (person_key) do nothing",
             "insert into {canon}.identity_links as l (source_table, source_pk, record_uid, person_key, match_rule,"
             " match_score, confidence, evidence, source_event_at, record_fingerprint, run_id)"
-            " select p.source_table, p.source_pk, n.record_uid, n.person_key, n.match_rule, n.probability,"
-            " " + confidence + ", " + evidence + ", p.event_at, p.fingerprint, %(run)s"
-            " from nodes n join {ident}.identity_pending_records p using (record_uid)"
+            " select n.source_table, n.source_pk, n.record_uid, n.person_key, n.match_rule, n.probability,"
+            " " + confidence + ", " + evidence + ", n.event_at, n.fingerprint, %(run)s"
+            " from work n"
             " where n.batch = %(b)s and n.decision in (1, 2)"
             " on conflict (record_uid) do update set person_key = excluded.person_key,"
             " match_rule = excluded.match_rule, match_score = excluded.match_score,"
@@ -533,29 +600,31 @@ class Run:
             " excluded.source_event_at, excluded.record_fingerprint)",
             "insert into {canon}.match_conflicts (run_id, record_uid, source_table, source_pk, conflict_kind, component_size,"
             " person_keys)"
-            " select %(run)s, n.record_uid, p.source_table, p.source_pk, n.conflict_kind, n.component_size,"
+            " select %(run)s, n.record_uid, n.source_table, n.source_pk, n.conflict_kind, n.component_size,"
             " coalesce(n.conflict_persons, '{{}}')"
-            " from nodes n join {ident}.identity_pending_records p using (record_uid)"
-            " where n.batch = %(b)s and n.decision = 3 and n.record_uid in (select record_uid from due)"
+            " from work n"
+            " where n.batch = %(b)s and n.decision = 3 and n.is_due"
             " on conflict do nothing",
             # attempts of this batch's records: matched ones, and due ones in conflicts
             "insert into {canon}.match_attempts (run_id, record_uid, source_table, source_pk, record_fingerprint,"
             " outcome, fail_reason, best_score, match_rule, person_key)"
-            " select %(run)s, n.record_uid, p.source_table, p.source_pk, p.fingerprint,"
+            " select %(run)s, n.record_uid, n.source_table, n.source_pk, n.fingerprint,"
             " case when n.decision = 3 then 'failed' else 'matched' end,"
             " case when n.decision = 3 then 'conflict' end, n.match_score, n.match_rule, n.person_key"
-            " from nodes n join {ident}.identity_pending_records p using (record_uid)"
-            " where n.batch = %(b)s and (n.decision in (1, 2) or n.record_uid in (select record_uid from due))",
+            " from work n"
+            " where n.batch = %(b)s and (n.decision in (1, 2) or n.is_due)",
         ]
-        batch_persons = sql.SQL("l.person_key in (select person_key from nodes where batch = %(b)s and person_key is not null)")
+        batch_persons = sql.SQL("l.person_key in (select person_key from work where batch = %(b)s and person_key is not null)")
         for b in batches:
             with conn.transaction():
                 counts = []
-                for stmt in statements:
-                    cur = conn.execute(self.q(stmt), {"b": b, "run": r.run_id})
+                for name, stmt in zip(STATEMENT_NAMES, statements):
+                    with r.clock(name):
+                        cur = conn.execute(self.q(stmt), {"b": b, "run": r.run_id})
                     counts.append(max(cur.rowcount, 0))
                 # origins for the persons this batch touched, in the same transaction
-                written = origins.backfill(conn, self.cfg, r.run_id, batch_persons, {"b": b})
+                with r.clock("write_origins"):
+                    written = origins.backfill(conn, self.cfg, r.run_id, batch_persons, {"b": b})
                 r.new_persons += counts[1]
                 r.matched += counts[2]
                 r.rows_written += sum(counts[1:]) + written
@@ -566,7 +635,7 @@ class Run:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         # due records that ended without a link or a conflict: their fail reason
-        with conn.transaction():
+        with r.clock("write_failed"), conn.transaction():
             cur = conn.execute(
                 self.q(
                     "insert into {canon}.match_attempts (run_id, record_uid, source_table, source_pk,"

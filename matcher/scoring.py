@@ -1,9 +1,11 @@
 """Pair scoring: field agreement levels, weights, and the rule that accepts a pair.
 
-Everything here is column-wise: inputs are aligned arrays (one element per candidate pair,
-`""` for null), comparisons run in rapidfuzz's C code through `process.cpdist`, and levels,
-scores and rules are combined with numpy. There is no Python loop over pairs; the only loop
-over values is the tokenization of each *distinct* name.
+Everything here is column-wise and works on *codes*: each field's distinct values are held
+once (`Values`, code 0 is the empty value), a pair is two integer codes per field, and what a
+value needs for comparison (its digits, an email's local part, a name's tokens) is computed
+once per distinct value and cached for the whole run. Exact agreement is code equality; the
+edit-distance and Jaro-Winkler comparisons run in rapidfuzz's C code (`process.cpdist`) once
+per pair (names: per distinct pair of tokens). There is no Python loop over pairs.
 
 Levels per field (see defaults.toml for weights):
 - phone / document / plate: exact, close (<= N edits, Optimal String Alignment so a
@@ -13,10 +15,14 @@ Levels per field (see defaults.toml for weights):
 - name: exact (same sorted tokens), strong (every token of the shorter name matches a token
   of the longer one: swapped order, missing second surname, initials, typos), fair (two or
   more tokens match, not all: relatives share surnames), weak (one token), differ, missing.
+
+`tests/scoring_reference.py` keeps the direct formulation over string arrays; a property test
+checks that both agree on every level, score and rule.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from rapidfuzz import process
@@ -29,23 +35,100 @@ MAX_TOKENS = 5
 NAME_PARTICLES = frozenset({"de", "del", "la", "las", "los", "y", "da", "das", "do", "dos", "e", "van", "von", "di"})
 
 CODE = {field: {level: i for i, level in enumerate(LEVELS[field])} for field in FIELDS}
+_NOT_DIGITS = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isdigit()))
+
+
+class Values:
+    """The distinct values of one field; code 0 is the empty value (null).
+
+    Derived forms (digits, email local parts, name tokens) are computed on first use, once per
+    distinct value, and kept: a run encodes its records once and scores every batch against the
+    same `Values`.
+    """
+
+    def __init__(self, strings: list[str]):
+        if not strings or strings[0] != "":
+            raise ValueError("code 0 must be the empty value")
+        self.strings = np.array(strings, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.strings)
+
+    @classmethod
+    def encode(cls, *columns) -> tuple[Values, list[np.ndarray]]:
+        """Values of one field and each column's codes (None and "" are the empty value)."""
+        index: dict[str, int] = {"": 0}
+        codes = []
+        for column in columns:
+            column = list(column)
+            codes.append(np.fromiter((index.setdefault(v or "", len(index)) for v in column),
+                                     dtype=np.int32, count=len(column)))
+        return cls(list(index)), codes
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter(map(len, self.strings), dtype=np.int32, count=len(self.strings))
+
+    @cached_property
+    def digits(self) -> tuple[Values, np.ndarray]:
+        """(values of the digit-only forms, the code of each value's digits among them)."""
+        forms, (codes,) = Values.encode(v.translate(_NOT_DIGITS) for v in self.strings)
+        return forms, codes
+
+    @cached_property
+    def local_parts(self) -> tuple[Values, np.ndarray]:
+        """(values of email local parts, the code of each value's local part)."""
+        forms, (codes,) = Values.encode(v.partition("@")[0] for v in self.strings)
+        return forms, codes
+
+    @cached_property
+    def tokens(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Names -> (token-id matrix [values, MAX_TOKENS] with -1 pads, id of each value's sorted
+        token form, vocabulary of token strings)."""
+        vocab: dict[str, int] = {}
+        forms: dict[str, int] = {}
+        ids = np.full((len(self.strings), MAX_TOKENS), -1, dtype=np.int32)
+        form_id = np.empty(len(self.strings), dtype=np.int64)
+        for i, name in enumerate(self.strings.tolist()):
+            toks = sorted({t for t in name.split() if t not in NAME_PARTICLES})
+            form_id[i] = forms.setdefault(" ".join(toks), len(forms))
+            for j, tok in enumerate(toks[:MAX_TOKENS]):
+                ids[i, j] = vocab.setdefault(tok, len(vocab))
+        return ids, form_id, Values([""] + list(vocab)) if vocab else Values([""])
+
+    @cached_property
+    def first_letters(self) -> np.ndarray:
+        return np.array([v[:1] for v in self.strings], dtype=object)
+
+
+@dataclass
+class CodedPairs:
+    """A batch of pairs as codes into each field's `Values`."""
+
+    values: dict[str, Values]
+    left: dict[str, np.ndarray]
+    right: dict[str, np.ndarray]
+    # records carrying the more common of the two exact names (0: unknown)
+    name_frequency: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.left["phone"])
 
 
 @dataclass
 class PairColumns:
-    """Aligned columns for a batch of pairs; "" stands for null."""
+    """Aligned string columns for a batch of pairs; "" (or None) stands for null."""
 
-    l_phone: np.ndarray
-    r_phone: np.ndarray
-    l_document: np.ndarray
-    r_document: np.ndarray
-    l_email: np.ndarray
-    r_email: np.ndarray
-    l_plate: np.ndarray
-    r_plate: np.ndarray
-    l_name: np.ndarray
-    r_name: np.ndarray
-    # records carrying the more common of the two exact names (0: unknown)
+    l_phone: list
+    r_phone: list
+    l_document: list
+    r_document: list
+    l_email: list
+    r_email: list
+    l_plate: list
+    r_plate: list
+    l_name: list
+    r_name: list
     name_frequency: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -54,7 +137,13 @@ class PairColumns:
     @classmethod
     def from_lists(cls, name_frequency=None, **columns) -> PairColumns:
         freq = None if name_frequency is None else np.asarray(name_frequency, dtype=np.int32)
-        return cls(**{k: _as_str_array(v) for k, v in columns.items()}, name_frequency=freq)
+        return cls(**{k: list(v) for k, v in columns.items()}, name_frequency=freq)
+
+    def coded(self) -> CodedPairs:
+        values, left, right = {}, {}, {}
+        for f in FIELDS:
+            values[f], (left[f], right[f]) = Values.encode(getattr(self, f"l_{f}"), getattr(self, f"r_{f}"))
+        return CodedPairs(values, left, right, self.name_frequency)
 
 
 @dataclass
@@ -70,108 +159,83 @@ class Scores:
         return self.rule >= 0
 
 
-def _as_str_array(values) -> np.ndarray:
-    arr = np.asarray(values, dtype=object)
-    if arr.size and (arr == None).any():  # noqa: E711 - elementwise comparison
-        arr = np.where(arr == None, "", arr)  # noqa: E711
-    return arr.astype(str) if arr.size else np.array([], dtype=str)
+def _pair_distance(values: Values, a: np.ndarray, b: np.ndarray, scorer) -> np.ndarray:
+    """scorer(values[a[i]], values[b[i]]) for every i. (Identifier pairs are nearly all distinct:
+    deduplicating them first costs a sort and saves almost nothing.)"""
+    return np.asarray(process.cpdist(list(values.strings[a]), list(values.strings[b]), scorer=scorer, workers=-1))
 
 
-def _identifier_levels(left: np.ndarray, right: np.ndarray, max_edits: int) -> np.ndarray:
+def _identifier_levels(values: Values, left: np.ndarray, right: np.ndarray, max_edits: int) -> np.ndarray:
     codes = CODE["phone"]
-    present = (left != "") & (right != "")
+    present = (left != 0) & (right != 0)
     exact = present & (left == right)
     out = np.full(len(left), codes["missing"], dtype=np.int8)
     out[present] = codes["differ"]
     todo = np.flatnonzero(present & ~exact)
     if todo.size:
-        dist = process.cpdist(list(left[todo]), list(right[todo]), scorer=OSA.distance, workers=-1)
+        dist = _pair_distance(values, left[todo], right[todo], OSA.distance)
         out[todo[dist <= max_edits]] = codes["close"]
     out[exact] = codes["exact"]
     return out
 
 
-def _digits(values: np.ndarray) -> np.ndarray:
-    """Digits of each value ("" when none); computed once per distinct value."""
-    uniq, inverse = np.unique(values, return_inverse=True)
-    table = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isdigit()))
-    stripped = np.array([u.translate(table) for u in uniq], dtype=str) if uniq.size else uniq
-    return stripped[inverse]
-
-
-def _document_levels(left, right, max_edits: int, min_digits: int) -> np.ndarray:
+def _document_levels(values: Values, left, right, max_edits: int, min_digits: int) -> np.ndarray:
     """Documents compare on their full form, and on their digits alone when long enough:
     licence "Q12345678" equals DNI "12345678", and "Q12345679" is one edit from it."""
     codes = CODE["document"]
-    out = _identifier_levels(left, right, max_edits)
+    out = _identifier_levels(values, left, right, max_edits)
     if not len(left):
         return out
-    ld, rd = _digits(left), _digits(right)
-    long_enough = (np.char.str_len(ld) >= min_digits) & (np.char.str_len(rd) >= min_digits)
+    digits, of = values.digits
+    ld, rd = of[left], of[right]
+    long_enough = (digits.lengths[ld] >= min_digits) & (digits.lengths[rd] >= min_digits)
     out[long_enough & (ld == rd) & (out != codes["missing"])] = codes["exact"]
     todo = np.flatnonzero(long_enough & (out == codes["differ"]))
     if todo.size:
-        dist = process.cpdist(list(ld[todo]), list(rd[todo]), scorer=OSA.distance, workers=-1)
+        dist = _pair_distance(digits, ld[todo], rd[todo], OSA.distance)
         out[todo[dist <= max_edits]] = codes["close"]
     return out
 
 
-def _email_levels(left, right, max_edits: int) -> np.ndarray:
-    out = _identifier_levels(left, right, max_edits)
+def _email_levels(values: Values, left, right, max_edits: int) -> np.ndarray:
+    out = _identifier_levels(values, left, right, max_edits)
     differ = np.flatnonzero(out == CODE["email"]["differ"])
     if differ.size:
-        l_local = np.char.partition(left[differ], "@")[:, 0]
-        r_local = np.char.partition(right[differ], "@")[:, 0]
-        same_local = (l_local == r_local) & (np.char.str_len(l_local) >= 4)
+        locals_, of = values.local_parts
+        l_local, r_local = of[left[differ]], of[right[differ]]
+        same_local = (l_local == r_local) & (locals_.lengths[l_local] >= 4)
         out[differ[same_local]] = CODE["email"]["close"]
     return out
 
 
-def _tokenize(names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Names -> (inverse into distinct names, token-id matrix [distinct, MAX_TOKENS] with -1 pads,
-    id of each distinct name's sorted token form, vocabulary of token strings)."""
-    uniq, inverse = np.unique(names, return_inverse=True)
-    vocab: dict[str, int] = {}
-    forms: dict[str, int] = {}
-    ids = np.full((len(uniq), MAX_TOKENS), -1, dtype=np.int32)
-    form_id = np.empty(len(uniq), dtype=np.int64)
-    for i, name in enumerate(uniq.tolist()):
-        toks = sorted({t for t in name.split() if t not in NAME_PARTICLES})
-        form_id[i] = forms.setdefault(" ".join(toks), len(forms))
-        for j, tok in enumerate(toks[:MAX_TOKENS]):
-            ids[i, j] = vocab.setdefault(tok, len(vocab))
-    words = np.array(list(vocab), dtype=object) if vocab else np.array([], dtype=object)
-    return inverse, ids, form_id, words
-
-
-def _token_similarity(a: np.ndarray, b: np.ndarray, words: np.ndarray, token_match: float) -> np.ndarray:
-    """Jaro-Winkler of token-id pairs, computed once per distinct pair; an initial ("j")
-    agrees with any token starting with that letter."""
+def _token_similarity(a: np.ndarray, b: np.ndarray, words: Values, token_match: float) -> np.ndarray:
+    """Jaro-Winkler of token-id pairs (ids index `words`), computed once per distinct pair; an
+    initial ("j") agrees with any token starting with that letter."""
     n_words = max(len(words), 1)
     keys, inverse = np.unique(a.astype(np.int64) * n_words + b, return_inverse=True)
     ka, kb = keys // n_words, keys % n_words
     sim = np.ones(len(keys), dtype=np.float32)
     differ = np.flatnonzero(ka != kb)
     if differ.size:
-        wa, wb = words[ka[differ]], words[kb[differ]]
+        wa, wb = words.strings[ka[differ]], words.strings[kb[differ]]
         sim[differ] = process.cpdist(list(wa), list(wb), scorer=JaroWinkler.normalized_similarity, workers=-1)
-        lens = np.fromiter(map(len, words), dtype=np.int32, count=len(words))
-        first = np.array([w[:1] for w in words], dtype=object)
+        lens, first = words.lengths, words.first_letters
         initial = ((lens[ka[differ]] == 1) | (lens[kb[differ]] == 1)) & (first[ka[differ]] == first[kb[differ]])
         sim[differ[initial]] = np.maximum(sim[differ[initial]], token_match + 0.01)
     return sim[inverse]
 
 
-def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _name_levels(values: Values, left: np.ndarray, right: np.ndarray, token_match: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(levels, similarity 0..100, token count of the shorter name)."""
     codes = CODE["name"]
     n = len(left)
     out = np.full(n, codes["missing"], dtype=np.int8)
     if n == 0:
         return out, np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-    inverse, ids, form_id, words = _tokenize(np.concatenate([left, right]))
-    li, ri = inverse[:n], inverse[n:]
-    L, R = ids[li], ids[ri]                                   # [n, MAX_TOKENS] token ids, -1 = none
+    ids, form_id, words = values.tokens
+    # token ids shifted by one: id 0 of `words` is its empty value
+    L, R = ids[left], ids[right]                              # [n, MAX_TOKENS] token ids, -1 = none
     l_real, r_real = L >= 0, R >= 0
     nl, nr = l_real.sum(axis=1), r_real.sum(axis=1)
 
@@ -180,7 +244,7 @@ def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tup
     valid = (A >= 0) & (B >= 0)
     sim = np.zeros((n, MAX_TOKENS, MAX_TOKENS), dtype=np.float32)
     if valid.any():
-        sim[valid] = _token_similarity(A[valid], B[valid], words, token_match)
+        sim[valid] = _token_similarity(A[valid] + 1, B[valid] + 1, words, token_match)
 
     best_l = sim.max(axis=2)
     best_r = sim.max(axis=1)
@@ -197,13 +261,13 @@ def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tup
     level[matched_short >= 1] = codes["weak"]
     level[matched_short >= 2] = codes["fair"]
     level[(matched_short == n_short) & (n_short >= 2)] = codes["strong"]
-    level[form_id[li] == form_id[ri]] = codes["exact"]
+    level[form_id[left] == form_id[right]] = codes["exact"]
     out[present] = level[present]
     similarity[~present] = 0.0
     return out, similarity, n_short
 
 
-def score_pairs(pairs: PairColumns, config: Config, *, prune: bool = True) -> Scores:
+def score_pairs(pairs: PairColumns | CodedPairs, config: Config, *, prune: bool = True) -> Scores:
     """Levels, score and rule per pair.
 
     With `prune`, names are compared only where they could matter: a pair whose identifiers
@@ -211,18 +275,21 @@ def score_pairs(pairs: PairColumns, config: Config, *, prune: bool = True) -> Sc
     the (costly) name comparison; its name level is then reported as `missing` and its score
     is its identifier score. Accept/reject decisions are identical either way (a test checks).
     """
+    if isinstance(pairs, PairColumns):
+        pairs = pairs.coded()
     n = len(pairs)
     edits = config.close_max_edits
+    V, L, R = pairs.values, pairs.left, pairs.right
     levels = {
-        "phone": _identifier_levels(pairs.l_phone, pairs.r_phone, edits),
-        "document": _document_levels(pairs.l_document, pairs.r_document, edits, config.document_min_digits),
-        "email": _email_levels(pairs.l_email, pairs.r_email, edits),
-        "plate": _identifier_levels(pairs.l_plate, pairs.r_plate, edits),
+        "phone": _identifier_levels(V["phone"], L["phone"], R["phone"], edits),
+        "document": _document_levels(V["document"], L["document"], R["document"], edits, config.document_min_digits),
+        "email": _email_levels(V["email"], L["email"], R["email"], edits),
+        "plate": _identifier_levels(V["plate"], L["plate"], R["plate"], edits),
     }
     score = np.zeros(n, dtype=np.float32)
-    for field in FIELDS[:-1]:
-        lookup = np.array([config.weights[field][lv] for lv in LEVELS[field]], dtype=np.float32)
-        score += lookup[levels[field]]
+    for f in FIELDS[:-1]:
+        lookup = np.array([config.weights[f][lv] for lv in LEVELS[f]], dtype=np.float32)
+        score += lookup[levels[f]]
 
     best_name = max(config.weights["name"].values())
     floor = min(r.min_score for r in config.rules)
@@ -231,7 +298,7 @@ def score_pairs(pairs: PairColumns, config: Config, *, prune: bool = True) -> Sc
     name_similarity = np.zeros(n, dtype=np.float32)
     name_tokens = np.zeros(n, dtype=np.int64)
     if compare.size:
-        lv, sim, tok = _name_levels(pairs.l_name[compare], pairs.r_name[compare], config.name_token_match)
+        lv, sim, tok = _name_levels(V["name"], L["name"][compare], R["name"][compare], config.name_token_match)
         levels["name"][compare], name_similarity[compare], name_tokens[compare] = lv, sim, tok
     name_weights = np.array([config.weights["name"][lv] for lv in LEVELS["name"]], dtype=np.float32)
     score += name_weights[levels["name"]]

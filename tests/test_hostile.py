@@ -414,14 +414,14 @@ def test_candidate_table_out_of_date_exit_6_and_nothing_written(hostile, tmp_pat
     cfg.write_text("[run]\nretry_after_hours = 0\nmax_attempts = 100\n")
     env = {**env, "MATCHER_CONFIG": str(cfg)}
     with db.connect(autocommit=True) as c:
-        c.execute("alter table identity.identity_candidates drop column l_email")
+        c.execute("alter table identity.identity_candidates drop column blocking_mask")
         links = c.execute("select count(*) from canon.identity_links").fetchone()[0]
         attempts = c.execute("select count(*) from canon.match_attempts").fetchone()[0]
     try:
         proc = matcher(env, "run")
         assert proc.returncode == 6, proc.stderr
         errors = error_lines(proc)
-        assert len(errors) == 1 and "identity.identity_candidates" in errors[0] and "l_email" in errors[0], proc.stderr
+        assert len(errors) == 1 and "identity.identity_candidates" in errors[0] and "blocking_mask" in errors[0], proc.stderr
         assert "Traceback" not in proc.stderr
         with db.connect(autocommit=True) as c:
             assert c.execute("select count(*) from canon.identity_links").fetchone()[0] == links
@@ -430,7 +430,7 @@ def test_candidate_table_out_of_date_exit_6_and_nothing_written(hostile, tmp_pat
             assert status == "failed" and "identity.identity_candidates" in error
     finally:
         with db.connect(autocommit=True) as c:
-            c.execute("alter table identity.identity_candidates add column if not exists l_email text")
+            c.execute("alter table identity.identity_candidates add column if not exists blocking_mask smallint")
 
 
 def test_a_10000_character_source_key_is_refused_by_dbt_or_resolved(hostile):
@@ -461,7 +461,6 @@ def test_a_10000_character_source_key_is_refused_by_dbt_or_resolved(hostile):
             for table, column in (("intermediate.int_identity__records", "record_uid"),
                                   ("intermediate.int_identity__records_usable", "record_uid"),
                                   ("intermediate.int_identity__blocking_keys", "record_uid"),
-                                  ("identity.identity_pending_records", "record_uid"),
                                   ("identity.identity_candidates", "left_uid"),
                                   ("identity.identity_candidates", "right_uid")):
                 schema, name = table.split(".")

@@ -114,11 +114,11 @@ def corpus(server, tmp_path_factory):
         step("origins repair", "-v", "origins", "repair", "--reason", "pii scan")
         step("db", "-v", "db")
         with db.connect(autocommit=True) as c:
-            c.execute("alter table identity.identity_candidates drop column l_email")
+            c.execute("alter table identity.identity_candidates drop column blocking_mask")
         step("run with a broken candidate table", "-v", "run", expect=6)
         step("run with a broken candidate table, debug", "-vv", "run", expect=6)
         with db.connect(autocommit=True) as c:
-            c.execute("alter table identity.identity_candidates add column l_email text")
+            c.execute("alter table identity.identity_candidates add column blocking_mask smallint")
         step("pipeline", "-v", "pipeline", "--quiet-dbt")
         dbt_log = target / "logs" / "dbt.log"
         assert dbt_log.exists()

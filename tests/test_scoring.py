@@ -179,3 +179,71 @@ def test_pruning_never_changes_a_decision(rows):
     assert np.array_equal(pruned.rule, full.rule)
     accepted = full.rule >= 0
     assert np.allclose(pruned.score[accepted], full.score[accepted])
+
+
+# ---------------------------------------------------------------- coded scoring = reference
+
+def _reference_scores(cols: dict, freq):
+    import scoring_reference as ref
+    pairs = ref.PairColumns.from_lists(name_frequency=freq, **cols)
+    return ref.score_pairs(pairs, CFG), ref.score_pairs(pairs, CFG, prune=False)
+
+
+phones = st.sampled_from(["987654321", "987654312", "987654322", "912345678", "9876543", ""])
+documents = st.sampled_from(["40001234", "Q40001234", "40001243", "4000123", "X-40001234", "71234567", "AB12", ""])
+emails = st.sampled_from(["juan.quispe@gmail.com", "juan.quispe@hotmail.com", "juan.quispr@gmail.com", "jq@x.pe", "jq@yahoo.es",
+                          "jq@y.pe", "ana@gmail.com", ""])
+plates = st.sampled_from(["ABC123", "ABC124", "BAC123", "XYZ987", ""])
+names = st.sampled_from(["juan carlos quispe mamani", "quispe mamani juan carlos", "j carlos quispe",
+                         "juan quispe", "juan quispr", "maria del carmen rojas", "maria carmen rojas", "de la cruz",
+                         "jose luis nunez pena", "jose luis nunes pena", "pedro", "a b c d e f g", ""])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(phones, phones, documents, documents, emails, emails, plates, plates, names, names,
+                          st.integers(0, 4)), min_size=1, max_size=40),
+       st.one_of(st.none(), text))
+def test_coded_scoring_equals_the_string_reference(rows, extra):
+    """Codes, per-value caches and distinct-pair comparisons change nothing: every level, score,
+    similarity and rule equals the direct string formulation, pruned or not."""
+    if extra is not None:  # arbitrary unicode in every field of one more pair
+        rows = rows + [(extra,) * 10 + (1,)]
+    columns = list(zip(*rows))
+    keys = ("l_phone", "r_phone", "l_document", "r_document", "l_email", "r_email", "l_plate", "r_plate",
+            "l_name", "r_name")
+    cols = {k: list(v) for k, v in zip(keys, columns)}
+    freq = list(columns[10])
+    ref_pruned, ref_full = _reference_scores(cols, freq)
+    pairs = scoring.PairColumns.from_lists(name_frequency=freq, **cols)
+    for prune, ref in ((True, ref_pruned), (False, ref_full)):
+        got = scoring.score_pairs(pairs, CFG, prune=prune)
+        for f in scoring.FIELDS:
+            assert np.array_equal(got.levels[f], ref.levels[f]), f
+        assert np.array_equal(got.score, ref.score)
+        assert np.array_equal(got.name_similarity, ref.name_similarity)
+        assert np.array_equal(got.rule, ref.rule)
+
+
+def test_batches_scored_against_shared_values_equal_one_by_one():
+    """The runner encodes every record once and scores batches against the same Values: the
+    cached forms must not depend on which batch asked first."""
+    rng = np.random.default_rng(5)
+    pool = {"phone": ["987654321", "987654312", "912345678", ""], "document": ["40001234", "Q40001234", "40001243", ""],
+            "email": ["a.b@x.pe", "a.b@y.pe", ""], "plate": ["ABC123", "ABC124", ""],
+            "name": ["juan quispe", "quispe juan", "j quispe", "maria rojas", ""]}
+    n_records = 50
+    record = {f: [pool[f][i] for i in rng.integers(0, len(pool[f]), n_records)] for f in scoring.FIELDS}
+    values, codes = {}, {}
+    for f in scoring.FIELDS:
+        values[f], (codes[f],) = scoring.Values.encode(record[f])
+    li, ri = rng.integers(0, n_records, 300), rng.integers(0, n_records, 300)
+    for start in (0, 100, 200):
+        bl, br = li[start:start + 100], ri[start:start + 100]
+        coded = scoring.score_pairs(scoring.CodedPairs(values, {f: codes[f][bl] for f in codes},
+                                                       {f: codes[f][br] for f in codes}), CFG)
+        plain = scoring.score_pairs(scoring.PairColumns.from_lists(
+            **{f"{side}_{f}": [record[f][i] for i in idx] for f in scoring.FIELDS for side, idx in (("l", bl), ("r", br))}),
+            CFG)
+        assert np.array_equal(coded.rule, plain.rule) and np.array_equal(coded.score, plain.score)
+        for f in scoring.FIELDS:
+            assert np.array_equal(coded.levels[f], plain.levels[f])

@@ -1,61 +1,70 @@
 {{ config(
-    post_hook=["create index on {{ this }} (record_uid)"]
+    materialized='incremental',
+    unique_key='record_uid',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    indexes=[
+        {'columns': ['record_uid']},
+        {'columns': ['load_id']},
+    ],
 ) }}
 -- One row per person record of every channel, in one shape: the unit the matcher resolves.
+--
+-- Incremental: a run re-normalizes only the raw rows whose `raw_hash` is new (new or changed
+-- rows), and turns records whose raw row is gone into tombstones (`is_deleted`, identifiers
+-- null) so that the models below learn of the deletion. Every written row carries the run's
+-- `load_id` (see macros/incremental_state.sql). Consumers filter `not is_deleted`.
 
-with cabinet_leads as (
+{%- set channels = [
+    {'table': 'cabinet_leads', 'model': 'stg_raw__cabinet_leads', 'pk': 'lead_id', 'kind': 'lead', 'tag': 'cabinet_lead'},
+    {'table': 'scout_registrations', 'model': 'stg_raw__scout_registrations', 'pk': 'registration_id', 'kind': 'lead', 'tag': 'scout_registration'},
+    {'table': 'fleet_migrations', 'model': 'stg_raw__fleet_migrations', 'pk': 'migration_id', 'kind': 'lead', 'tag': 'fleet_migration'},
+    {'table': 'drivers', 'model': 'stg_raw__drivers', 'pk': 'driver_id', 'kind': 'driver', 'tag': 'driver_direct'},
+] %}
+
+with
+
+{% for c in channels %}
+{{ c.table }} as (
+    -- the staging view's normalizing expressions run only for the rows that pass the filter
     select
-        'cabinet_leads'::text as source_table,
-        lead_id as source_pk,
-        'lead'::text as record_kind,
-        'cabinet_lead'::text as origin_tag,
-        event_at, phone, phone_invalid_reason, document_number, email, plate, full_name, name_sorted
-    from {{ ref('stg_raw__cabinet_leads') }}
+        {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }} as record_uid,
+        '{{ c.table }}'::text as source_table,
+        staged.{{ c.pk }} as source_pk,
+        '{{ c.kind }}'::text as record_kind,
+        '{{ c.tag }}'::text as origin_tag,
+        staged.event_at,
+        staged.phone,
+        staged.phone_invalid_reason,
+        staged.document_number,
+        staged.email,
+        staged.plate,
+        staged.full_name,
+        staged.name_sorted,
+        staged.raw_hash
+    from {{ ref(c.model) }} as staged
+    where staged.{{ c.pk }} is not null
+    {%- if is_incremental() %}
+        and not exists (
+            select 1 from {{ this }} as loaded
+            where loaded.record_uid = {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }}
+                and loaded.raw_hash = staged.raw_hash
+                and not loaded.is_deleted
+        )
+    {%- endif %}
+),
+{% endfor %}
+
+changed as (
+    {% for c in channels %}
+    select * from {{ c.table }}
+    {% if not loop.last %}union all{% endif %}
+    {% endfor %}
 ),
 
-scout_registrations as (
+live as (
     select
-        'scout_registrations'::text as source_table,
-        registration_id as source_pk,
-        'lead'::text as record_kind,
-        'scout_registration'::text as origin_tag,
-        event_at, phone, phone_invalid_reason, document_number, email, plate, full_name, name_sorted
-    from {{ ref('stg_raw__scout_registrations') }}
-),
-
-fleet_migrations as (
-    select
-        'fleet_migrations'::text as source_table,
-        migration_id as source_pk,
-        'lead'::text as record_kind,
-        'fleet_migration'::text as origin_tag,
-        event_at, phone, phone_invalid_reason, document_number, email, plate, full_name, name_sorted
-    from {{ ref('stg_raw__fleet_migrations') }}
-),
-
-drivers as (
-    select
-        'drivers'::text as source_table,
-        driver_id as source_pk,
-        'driver'::text as record_kind,
-        'driver_direct'::text as origin_tag,
-        event_at, phone, phone_invalid_reason, document_number, email, plate, full_name, name_sorted
-    from {{ ref('stg_raw__drivers') }}
-),
-
-unioned as (
-    select * from cabinet_leads
-    union all
-    select * from scout_registrations
-    union all
-    select * from fleet_migrations
-    union all
-    select * from drivers
-),
-
-final as (
-    select
-        {{ record_uid('source_table', 'source_pk') }} as record_uid,
+        record_uid,
         source_table,
         source_pk,
         record_kind,
@@ -68,9 +77,54 @@ final as (
         plate,
         full_name,
         name_sorted,
-        md5(concat_ws('|', phone, document_number, email, plate, full_name, event_at::text)) as fingerprint
-    from unioned
-    where source_pk is not null
+        md5(concat_ws('|', phone, document_number, email, plate, full_name, event_at::text)) as fingerprint,
+        raw_hash,
+        false as is_deleted
+    from changed
+),
+
+{% if is_incremental() %}
+raw_keys as (
+    {% for c in channels %}
+    select '{{ c.table }}'::text as source_table, {{ c.pk }} as source_pk from {{ ref(c.model) }}
+    {% if not loop.last %}union all{% endif %}
+    {% endfor %}
+),
+
+vanished as (
+    -- a record whose raw row is gone becomes a tombstone
+    select
+        loaded.record_uid,
+        loaded.source_table,
+        loaded.source_pk,
+        loaded.record_kind,
+        loaded.origin_tag,
+        loaded.event_at,
+        null::text as phone,
+        null::text as phone_invalid_reason,
+        null::text as document_number,
+        null::text as email,
+        null::text as plate,
+        null::text as full_name,
+        null::text as name_sorted,
+        null::text as fingerprint,
+        null::bigint as raw_hash,
+        true as is_deleted
+    from {{ this }} as loaded
+    where not loaded.is_deleted
+        and not exists (
+            select 1 from raw_keys
+            where raw_keys.source_table = loaded.source_table and raw_keys.source_pk = loaded.source_pk
+        )
+),
+{% endif %}
+
+final as (
+    select *, {{ current_load_id() }} as load_id from live
+    {% if is_incremental() %}
+    union all
+    select *, {{ current_load_id() }} as load_id from vanished
+    {% endif %}
 )
 
 select * from final

@@ -1,15 +1,64 @@
 {{ config(
-    post_hook=["create index on {{ this }} (record_uid)"]
+    materialized='incremental',
+    unique_key='record_uid',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    indexes=[
+        {'columns': ['record_uid']},
+        {'columns': ['load_id']},
+    ],
+    post_hook=[
+        "{{ mark_loaded(ref('int_identity__records')) }}",
+        "{{ mark_loaded(ref('int_identity__shared_identifiers')) }}",
+    ],
 ) }}
 -- Records with shared identifier values removed: what blocking and scoring may rely on.
+--
+-- Incremental: rewrites the records that changed since the last run (tombstones included, so
+-- the models below see deletions) and the records holding a value whose shared status flipped.
+-- `replaced_name_sorted` keeps the name a rewritten row had before, so name frequencies can be
+-- counted again for both names; `is_new` (the record was not here before) spares the models
+-- below a search for keys and pairs the record cannot have yet.
 
-with records as (
+with shared as (
+    select identifier_type, identifier_value
+    from {{ ref('int_identity__shared_identifiers') }}
+    where is_shared
+),
+
+{% if is_incremental() %}
+
+flipped as (
+    select identifier_type, identifier_value
+    from {{ ref('int_identity__shared_identifiers') }}
+    where load_id > {{ loaded_through(ref('int_identity__shared_identifiers')) }}
+),
+
+todo as (
+    select record_uid from {{ ref('int_identity__records') }}
+    where load_id > {{ loaded_through(ref('int_identity__records')) }}
+    {%- for type, column in [('phone', 'phone'), ('document', 'document_number'), ('email', 'email'), ('plate', 'plate')] %}
+    union
+    select records.record_uid
+    from {{ ref('int_identity__records') }} as records
+    inner join flipped
+        on flipped.identifier_type = '{{ type }}' and flipped.identifier_value = records.{{ column }}
+    {%- endfor %}
+),
+
+records as (
+    select records.*
+    from {{ ref('int_identity__records') }} as records
+    inner join todo on todo.record_uid = records.record_uid
+),
+
+{% else %}
+
+records as (
     select * from {{ ref('int_identity__records') }}
 ),
 
-shared as (
-    select * from {{ ref('int_identity__shared_identifiers') }}
-),
+{% endif %}
 
 flagged as (
     select
@@ -31,24 +80,34 @@ flagged as (
 
 final as (
     select
-        record_uid,
-        source_table,
-        source_pk,
-        record_kind,
-        origin_tag,
-        event_at,
-        fingerprint,
-        case when not phone_is_shared then phone end as phone,
-        case when not document_is_shared then document_number end as document_number,
-        case when not email_is_shared then email end as email,
-        case when not plate_is_shared then plate end as plate,
-        full_name,
-        name_sorted,
-        -- how many records carry exactly this name (term frequency: a rare name is evidence)
-        case when name_sorted is not null
-            then count(*) over (partition by name_sorted)::integer end as name_frequency,
-        (phone_is_shared or document_is_shared or email_is_shared or plate_is_shared) as has_shared_identifier
+        flagged.record_uid,
+        flagged.source_table,
+        flagged.source_pk,
+        flagged.record_kind,
+        flagged.origin_tag,
+        flagged.event_at,
+        flagged.fingerprint,
+        case when not flagged.phone_is_shared then flagged.phone end as phone,
+        case when not flagged.document_is_shared then flagged.document_number end as document_number,
+        case when not flagged.email_is_shared then flagged.email end as email,
+        case when not flagged.plate_is_shared then flagged.plate end as plate,
+        flagged.full_name,
+        flagged.name_sorted,
+        (flagged.phone_is_shared or flagged.document_is_shared or flagged.email_is_shared or flagged.plate_is_shared)
+            as has_shared_identifier,
+        flagged.is_deleted,
+        {% if is_incremental() -%}
+        previous.name_sorted as replaced_name_sorted,
+        previous.record_uid is null as is_new,
+        {%- else -%}
+        null::text as replaced_name_sorted,
+        false as is_new,
+        {%- endif %}
+        {{ current_load_id() }} as load_id
     from flagged
+    {% if is_incremental() -%}
+    left join {{ this }} as previous on previous.record_uid = flagged.record_uid
+    {%- endif %}
 )
 
 select * from final

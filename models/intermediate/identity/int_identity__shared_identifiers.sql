@@ -1,28 +1,96 @@
--- Identifier values held by too many distinct records (a dispatcher's phone, a park's email):
--- they never block and never link on their own.
+{{ config(
+    materialized='incremental',
+    unique_key=['identifier_type', 'identifier_value'],
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    post_hook=["{{ mark_loaded(ref('int_identity__records')) }}"],
+) }}
+-- Identifier values held by more than `shared_identifier_max_records` distinct records (a
+-- dispatcher's phone, a park's email): they never block and never link on their own.
+--
+-- Incremental: only the values a changed record now carries, and the values shared so far (a
+-- changed or deleted record may un-share one), are counted again. A value keeps its row once
+-- shared; `is_shared` says whether it still is, and `load_id` changes only when that flips, so
+-- int_identity__records_usable re-reads just the records holding a flipped value.
+
+{%- set max_records = var('shared_identifier_max_records') %}
 
 with records as (
     select * from {{ ref('int_identity__records') }}
+    where not is_deleted
 ),
 
 identifiers as (
-    select 'phone'::text as identifier_type, phone as identifier_value, record_uid from records where phone is not null
-    union all
-    select 'document', document_number, record_uid from records where document_number is not null
-    union all
-    select 'email', email, record_uid from records where email is not null
-    union all
-    select 'plate', plate, record_uid from records where plate is not null
+    select held.identifier_type, held.identifier_value, records.record_uid
+    from records
+    cross join lateral (
+        values ('phone', records.phone), ('document', records.document_number),
+            ('email', records.email), ('plate', records.plate)
+    ) as held (identifier_type, identifier_value)
+    where held.identifier_value is not null
+),
+
+{% if is_incremental() %}
+
+touched as (
+    select held.identifier_type, held.identifier_value
+    from {{ ref('int_identity__records') }} as changed
+    cross join lateral (
+        values ('phone', changed.phone), ('document', changed.document_number),
+            ('email', changed.email), ('plate', changed.plate)
+    ) as held (identifier_type, identifier_value)
+    where changed.load_id > {{ loaded_through(ref('int_identity__records')) }}
+        and held.identifier_value is not null
+    union
+    select identifier_type, identifier_value
+    from {{ this }}
+    where is_shared
 ),
 
 counted as (
     select
-        identifier_type,
-        identifier_value,
-        count(distinct record_uid)::integer as record_count
-    from identifiers
-    group by identifier_type, identifier_value
-    having count(distinct record_uid) > {{ var('shared_identifier_max_records') }}
+        touched.identifier_type,
+        touched.identifier_value,
+        count(identifiers.record_uid)::integer as record_count
+    from touched
+    left join identifiers
+        on identifiers.identifier_type = touched.identifier_type
+        and identifiers.identifier_value = touched.identifier_value
+    group by touched.identifier_type, touched.identifier_value
+),
+
+final as (
+    select
+        counted.identifier_type,
+        counted.identifier_value,
+        counted.record_count,
+        counted.record_count > {{ max_records }} as is_shared,
+        case
+            when previous.is_shared is not distinct from (counted.record_count > {{ max_records }})
+                then previous.load_id
+            else {{ current_load_id() }}
+        end as load_id
+    from counted
+    left join {{ this }} as previous
+        on previous.identifier_type = counted.identifier_type
+        and previous.identifier_value = counted.identifier_value
+    where counted.record_count > {{ max_records }} or previous.identifier_value is not null
 )
 
-select * from counted
+{% else %}
+
+final as (
+    select
+        identifier_type,
+        identifier_value,
+        count(*)::integer as record_count,
+        true as is_shared,
+        {{ current_load_id() }} as load_id
+    from identifiers
+    group by identifier_type, identifier_value
+    having count(*) > {{ max_records }}
+)
+
+{% endif %}
+
+select * from final

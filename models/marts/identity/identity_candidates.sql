@@ -1,72 +1,98 @@
 {{ config(
-    post_hook=["create index on {{ this }} (right_uid)"]
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    contract={'enforced': true},
+    indexes=[
+        {'columns': ['left_uid']},
+        {'columns': ['right_uid']},
+    ],
+    pre_hook=[
+        "{% if is_incremental() %}{{ delete_rows_of_rewritten_records(this, ['left_uid', 'right_uid']) }}{% endif %}",
+    ],
+    post_hook=["{{ mark_loaded(ref('int_identity__records_usable')) }}"],
 ) }}
--- Candidate pairs: a pending record (left) and any record, linked or not (right), that share
--- a blocking key. When both are pending the pair appears once, with left_uid < right_uid.
--- This table and identity_pending_records are the matcher's only dbt-built input.
+-- Candidate pairs: two records (left_uid < right_uid) that share a blocking key whose block
+-- (records sharing the key) is no larger than its bound. Linked or not: the matcher reads the
+-- pairs that touch a record due for an attempt. This table and identity_records are the
+-- matcher's only dbt-built input (contract enforced, exposure `matcher`).
+--
+-- Incremental: the keys of the records rewritten since the last run are built again here (a few
+-- thousand records), each block is looked up in int_identity__blocking_keys through its index
+-- and sized as it is now, and the pairs are appended; the pre-hook first deletes the pairs of
+-- records that were here before and changed. A block that grew past its bound after its pairs
+-- were made keeps them (pairs are only ever added for the newcomer): a superset of a full
+-- rebuild's pairs, never a subset, as long as records are only added.
 
-with records as (
-    select * from {{ ref('int_identity__records_usable') }}
+with
+
+{% if is_incremental() %}
+
+changed as (
+    select record_uid, phone, document_number, email, plate, name_sorted
+    from {{ ref('int_identity__records_usable') }}
+    where load_id > {{ loaded_through(ref('int_identity__records_usable')) }}
+        and not is_deleted
 ),
 
-keys as (
-    select * from {{ ref('int_identity__blocking_keys') }}
+{{ blocking_key_ctes('changed', 'changed_') }}
+
+touched_keys as (
+    select distinct record_uid, key_type, hashtextextended(key_value, 0) as key_hash
+    from changed_all_keys
 ),
 
-pending as (
-    select record_uid from {{ ref('identity_pending_records') }}
-    where precheck_fail_reason is null
-),
-
-pending_keys as (
-    select keys.*
-    from keys
-    inner join pending using (record_uid)
+blocks as (
+    select keys.key_hash, count(*) as block_size
+    from {{ ref('int_identity__blocking_keys') }} as keys
+    where keys.key_hash in (select key_hash from touched_keys)
+    group by keys.key_hash
 ),
 
 joined as (
     select
-        pending_keys.record_uid as left_uid,
-        keys.record_uid as right_uid,
-        pending_keys.key_type
-    from pending_keys
-    inner join keys
-        on keys.key_type = pending_keys.key_type
-        and keys.key_value = pending_keys.key_value
-        and keys.record_uid <> pending_keys.record_uid
+        least(touched_keys.record_uid, keys.record_uid) as left_uid,
+        greatest(touched_keys.record_uid, keys.record_uid) as right_uid,
+        touched_keys.key_type
+    from touched_keys
+    inner join blocks on blocks.key_hash = touched_keys.key_hash
+    inner join {{ ref('int_identity__blocking_keys') }} as keys
+        on keys.key_hash = touched_keys.key_hash
+        and keys.record_uid <> touched_keys.record_uid
+    where blocks.block_size <= {{ blocking_block_bound('touched_keys.key_type') }}
 ),
 
-pairs as (
-    select
-        joined.left_uid,
-        joined.right_uid,
-        array_agg(distinct joined.key_type order by joined.key_type) as blocking_rules
-    from joined
-    where joined.left_uid < joined.right_uid
-        or not exists (select 1 from pending where pending.record_uid = joined.right_uid)
-    group by joined.left_uid, joined.right_uid
+{% else %}
+
+blocks as (
+    select key_hash, count(*) as block_size, min(key_type) as key_type
+    from {{ ref('int_identity__blocking_keys') }}
+    group by key_hash
+    having count(*) > 1
 ),
+
+kept as (
+    select keys.record_uid, keys.key_type, keys.key_hash
+    from {{ ref('int_identity__blocking_keys') }} as keys
+    inner join blocks on blocks.key_hash = keys.key_hash
+    where blocks.block_size <= {{ blocking_block_bound('blocks.key_type') }}
+),
+
+joined as (
+    select a.record_uid as left_uid, b.record_uid as right_uid, a.key_type
+    from kept as a
+    inner join kept as b on b.key_hash = a.key_hash and a.record_uid < b.record_uid
+),
+
+{% endif %}
 
 final as (
     select
-        pairs.left_uid,
-        pairs.right_uid,
-        pairs.blocking_rules::text[] as blocking_rules,
-        l.phone as l_phone,
-        r.phone as r_phone,
-        l.document_number as l_document_number,
-        r.document_number as r_document_number,
-        l.email as l_email,
-        r.email as r_email,
-        l.plate as l_plate,
-        r.plate as r_plate,
-        l.full_name as l_full_name,
-        r.full_name as r_full_name,
-        l.name_frequency as l_name_frequency,
-        r.name_frequency as r_name_frequency
-    from pairs
-    inner join records as l on l.record_uid = pairs.left_uid
-    inner join records as r on r.record_uid = pairs.right_uid
+        left_uid,
+        right_uid,
+        bit_or((1 << (key_type - 1))::smallint)::smallint as blocking_mask
+    from joined
+    group by left_uid, right_uid
 )
 
 select * from final

@@ -1,10 +1,11 @@
-{{ config(
-    post_hook=["create index on {{ this }} (source_table, md5(source_pk))"]
-) }}
+{{ config(materialized='view') }}
 -- Every person record without a link yet, and whether it can be matched at all.
+-- A view: it shows a matcher run's new links at once and costs nothing to build; the lookups
+-- behind it use the indexes of int_identity__records_usable and canon.identity_links.
 
 with records as (
     select * from {{ ref('int_identity__records_usable') }}
+    where not is_deleted
 ),
 
 links as (

@@ -7,7 +7,7 @@ with leads as (
         source_pk,
         event_at
     from {{ ref('int_identity__records') }}
-    where record_kind = 'lead'
+    where record_kind = 'lead' and not is_deleted
 ),
 
 links as (

@@ -12,6 +12,8 @@ renamed as (
 
         ----------  ids
         nullif(trim(cast(lead_id as text)), '') as lead_id,
+        -- hash of the raw values this project reads: a changed row gets a new one
+        {{ row_hash(['lead_id', 'created_at', 'first_name', 'last_name', 'phone', 'document_number', 'email', 'license_plate']) }} as raw_hash,
 
         ----------  timestamps
         case when isfinite(cast(created_at as timestamptz)) then cast(created_at as timestamptz) end as event_at,

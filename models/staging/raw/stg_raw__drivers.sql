@@ -12,6 +12,8 @@ renamed as (
 
         ----------  ids
         nullif(trim(cast(driver_id as text)), '') as driver_id,
+        -- hash of the raw values this project reads: a changed row gets a new one
+        {{ row_hash(['driver_id', 'hired_at', 'full_name', 'phone', 'license_number', 'email', 'car_plate']) }} as raw_hash,
 
         ----------  timestamps
         case when isfinite(cast(hired_at as timestamptz)) then cast(hired_at as timestamptz) end as event_at,

@@ -12,6 +12,8 @@ renamed as (
 
         ----------  ids
         nullif(trim(cast(migration_id as text)), '') as migration_id,
+        -- hash of the raw values this project reads: a changed row gets a new one
+        {{ row_hash(['migration_id', 'migrated_at', 'full_name', 'phone', 'document_number', 'license_plate']) }} as raw_hash,
 
         ----------  timestamps
         case when isfinite(cast(migrated_at as timestamptz)) then cast(migrated_at as timestamptz) end as event_at,

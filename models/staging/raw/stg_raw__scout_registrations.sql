@@ -12,6 +12,8 @@ renamed as (
 
         ----------  ids
         nullif(trim(cast(registration_id as text)), '') as registration_id,
+        -- hash of the raw values this project reads: a changed row gets a new one
+        {{ row_hash(['registration_id', 'registered_at', 'full_name', 'phone', 'document_number', 'license_plate']) }} as raw_hash,
 
         ----------  timestamps
         case when isfinite(cast(registered_at as timestamptz)) then cast(registered_at as timestamptz) end as event_at,

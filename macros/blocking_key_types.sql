@@ -1,0 +1,17 @@
+{#- The blocking key types, in code order: int_identity__blocking_keys stores a key's type as
+    its 1-based position in this list (a smallint), identity_candidates turns codes back
+    into names. Append new types at the end: codes are stored. -#}
+{% macro blocking_key_types() -%}
+    {{ return(['phone', 'document', 'email', 'plate', 'phone_fuzzy', 'document_fuzzy', 'name_pair', 'name_full']) }}
+{%- endmacro %}
+
+{#- smallint code of a key type -#}
+{% macro blocking_key_code(name) -%}
+    {{ blocking_key_types().index(name) + 1 }}::smallint
+{%- endmacro %}
+
+{#- the largest block (records sharing one key) a key type may expand into pairs -#}
+{% macro blocking_block_bound(key_type_column) -%}
+    case when {{ key_type_column }} = {{ blocking_key_code('name_pair') }}
+        then {{ var('max_name_block_size') }} else {{ var('max_block_size') }} end
+{%- endmacro %}

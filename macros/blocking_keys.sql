@@ -1,0 +1,91 @@
+{#- The blocking keys of the records in CTE `records` (record_uid, phone, document_number,
+    email, plate, name_sorted), as CTEs ending in `{{ prefix }}all_keys` (record_uid, key_type,
+    key_value). int_identity__blocking_keys stores them hashed; identity_candidates builds them
+    again for the few records rewritten in an incremental run, to look their blocks up.
+    Keys: exact identifiers; one-deletion keys of phone and document (a single substitution,
+    transposition, insertion or deletion still meets its twin; only for identifiers of at most
+    `max_fuzzy_identifier_length` characters); unordered pairs of name tokens (robust to swapped
+    order, a missing second surname, one typo in a name of three or more tokens) and the whole
+    name of 3+ tokens, from the first `max_name_key_tokens` distinct tokens. -#}
+{% macro blocking_key_ctes(records, prefix='') -%}
+{%- set particles = ['de', 'del', 'la', 'las', 'los', 'y', 'da', 'das', 'do', 'dos', 'van', 'von', 'di'] %}
+{%- set max_fuzzy = var('max_fuzzy_identifier_length', 20) %}
+{%- set max_tokens = var('max_name_key_tokens', 8) %}
+{{ prefix }}exact_keys as (
+    select record_uid, {{ blocking_key_code('phone') }} as key_type, 'p:' || phone as key_value
+    from {{ records }} as records where phone is not null
+    union all
+    select record_uid, {{ blocking_key_code('document') }}, 'd:' || document_number
+    from {{ records }} as records where document_number is not null
+    union all
+    select record_uid, {{ blocking_key_code('email') }}, 'e:' || email
+    from {{ records }} as records where email is not null
+    union all
+    select record_uid, {{ blocking_key_code('plate') }}, 't:' || plate
+    from {{ records }} as records where plate is not null
+),
+
+{{ prefix }}deletion_keys as (
+    -- deleting either of two equal neighbours gives the same string: keep one position per run
+    select records.record_uid, {{ blocking_key_code('phone_fuzzy') }} as key_type,
+        'pf:' || left(records.phone, position - 1) || substr(records.phone, position + 1) as key_value
+    from {{ records }} as records
+    cross join lateral generate_series(1, length(records.phone)) as position
+    where records.phone is not null
+        and length(records.phone) <= {{ max_fuzzy }}
+        and substr(records.phone, position, 1) is distinct from nullif(substr(records.phone, position + 1, 1), '')
+    union all
+    select records.record_uid, {{ blocking_key_code('document_fuzzy') }},
+        'df:' || left(records.document_number, position - 1) || substr(records.document_number, position + 1)
+    from {{ records }} as records
+    cross join lateral generate_series(1, length(records.document_number)) as position
+    where records.document_number is not null
+        and length(records.document_number) <= {{ max_fuzzy }}
+        and substr(records.document_number, position, 1)
+            is distinct from nullif(substr(records.document_number, position + 1, 1), '')
+    union all
+    -- the whole value too: "Q12345678" minus its "Q" meets "12345678" itself
+    select record_uid, {{ blocking_key_code('document_fuzzy') }}, 'df:' || document_number
+    from {{ records }} as records
+    where document_number is not null and length(document_number) <= {{ max_fuzzy }}
+),
+
+{{ prefix }}name_tokens as (
+    -- distinct tokens of the name, particles and one-letter initials left out, in byte order
+    select
+        records.record_uid,
+        array(
+            select distinct name_token collate "C"
+            from unnest(string_to_array(records.name_sorted, ' ')) as token_list (name_token)
+            where length(name_token) > 1
+                and name_token not in ('{{ particles | join("', '") }}')
+            order by 1
+            limit {{ max_tokens }}
+        ) as tokens
+    from {{ records }} as records
+    where records.name_sorted is not null
+),
+
+{{ prefix }}name_keys as (
+    select name_tokens.record_uid, {{ blocking_key_code('name_pair') }} as key_type,
+        'np:' || name_tokens.tokens[i] || ' ' || name_tokens.tokens[j] as key_value
+    from {{ prefix }}name_tokens as name_tokens
+    cross join lateral generate_series(1, cardinality(name_tokens.tokens)) as i
+    cross join lateral generate_series(i + 1, cardinality(name_tokens.tokens)) as j
+    union all
+    -- the whole name of 3+ tokens: far rarer than any pair of its tokens, so it still blocks
+    -- where a common pair ("jose quispe") exceeds the bound
+    select record_uid, {{ blocking_key_code('name_full') }}, 'nf:' || array_to_string(tokens, ' ')
+    from {{ prefix }}name_tokens
+    where cardinality(tokens) >= 3
+),
+
+{{ prefix }}all_keys as (
+    select * from {{ prefix }}exact_keys
+    union all
+    select * from {{ prefix }}deletion_keys
+    union all
+    select * from {{ prefix }}name_keys
+),
+
+{%- endmacro %}

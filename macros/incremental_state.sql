@@ -1,0 +1,68 @@
+{#- How the incremental identity models hand changes down.
+
+    Every row an incremental identity model writes carries `load_id`: the id of the
+    transaction that wrote it (`pg_current_xact_id()`, which only grows). A small state table,
+    `intermediate.identity_load_state`, remembers per (model, upstream) the highest upstream
+    `load_id` the model has consumed. A model reads the upstream rows above its mark and moves
+    the mark in a post-hook, inside the same transaction as its own write: a run that dies
+    half-way leaves every mark where it was, and the next run redoes exactly the same rows.
+    A full refresh (or a first build) reads everything and sets the mark too. -#}
+
+{% macro load_state_relation() -%}
+    {{ adapter.quote(generate_schema_name('intermediate', none) | trim) }}.identity_load_state
+{%- endmacro %}
+
+{#- on-run-start: the state table exists before any model reads it -#}
+{#- (`create schema if not exists` needs CREATE on the database even when the schema exists,
+    which a builder login that only owns its schemas does not have) -#}
+{% macro create_load_state() -%}
+    {%- set schema = generate_schema_name('intermediate', none) | trim -%}
+    do $state$ begin
+        if to_regnamespace({{ "'" ~ adapter.quote(schema) | replace("'", "''") ~ "'" }}) is null then
+            create schema {{ adapter.quote(schema) }};
+        end if;
+    end $state$;
+    create table if not exists {{ load_state_relation() }} (
+        model_name text not null,
+        upstream_name text not null,
+        loaded_through bigint not null,
+        updated_at timestamptz not null default now(),
+        primary key (model_name, upstream_name)
+    )
+{%- endmacro %}
+
+{#- the load id of the rows this model writes now -#}
+{% macro current_load_id() -%}
+    pg_current_xact_id()::text::bigint
+{%- endmacro %}
+
+{#- the highest load id of `upstream` this model has consumed (-1: none) -#}
+{% macro loaded_through(upstream) -%}
+    coalesce((
+        select loaded_through from {{ load_state_relation() }}
+        where model_name = '{{ this.identifier }}' and upstream_name = '{{ upstream.identifier }}'
+    ), -1)
+{%- endmacro %}
+
+{#- post-hook: this model has now consumed every row of `upstream` -#}
+{% macro mark_loaded(upstream) -%}
+    insert into {{ load_state_relation() }} (model_name, upstream_name, loaded_through, updated_at)
+    select '{{ this.identifier }}', '{{ upstream.identifier }}', coalesce(max(load_id), -1), now()
+    from {{ upstream }}
+    on conflict (model_name, upstream_name)
+    do update set loaded_through = excluded.loaded_through, updated_at = excluded.updated_at
+{%- endmacro %}
+
+{#- pre-hook of the models that hold several rows per record (keys, pairs): delete the rows of
+    records rewritten since this model's last run, unless the record is new (then it has none).
+    `columns` are the record-uid columns of the model's rows. -#}
+{% macro delete_rows_of_rewritten_records(relation, columns) -%}
+    {%- set usable = ref('int_identity__records_usable') -%}
+    {%- for column in columns %}
+    delete from {{ relation }}
+    where {{ column }} in (
+        select record_uid from {{ usable }}
+        where load_id > {{ loaded_through(usable) }} and not is_new
+    );
+    {%- endfor %}
+{%- endmacro %}

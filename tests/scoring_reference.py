@@ -1,0 +1,268 @@
+"""Reference for tests: the plain, string-array version of matcher/scoring.py.
+
+matcher/scoring.py works on integer codes into each field's distinct values (computing digits,
+local parts and name tokens once per value, comparing each distinct pair once); this file
+keeps the direct formulation over aligned string arrays, and tests/test_scoring.py checks
+that both give identical levels, scores and rules.
+
+Original docstring: pair scoring: field agreement levels, weights, and the rule that accepts a pair.
+
+Everything here is column-wise: inputs are aligned arrays (one element per candidate pair,
+`""` for null), comparisons run in rapidfuzz's C code through `process.cpdist`, and levels,
+scores and rules are combined with numpy. There is no Python loop over pairs; the only loop
+over values is the tokenization of each *distinct* name.
+
+Levels per field (see defaults.toml for weights):
+- phone / document / plate: exact, close (<= N edits, Optimal String Alignment so a
+  transposition is one edit), differ, missing. Documents are also exact when their digits alone
+  agree and are long enough (a licence "Q12345678" and the DNI "12345678").
+- email: exact, close (same local part, or one edit), differ, missing.
+- name: exact (same sorted tokens), strong (every token of the shorter name matches a token
+  of the longer one: swapped order, missing second surname, initials, typos), fair (two or
+  more tokens match, not all: relatives share surnames), weak (one token), differ, missing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import OSA, JaroWinkler
+
+from matcher.config import FIELDS, IDENTIFIER_FIELDS, LEVELS, Config
+
+MAX_TOKENS = 5
+# Particles of Spanish/Portuguese names carry no identity ("maria del carmen", "de la cruz").
+NAME_PARTICLES = frozenset({"de", "del", "la", "las", "los", "y", "da", "das", "do", "dos", "e", "van", "von", "di"})
+
+CODE = {field: {level: i for i, level in enumerate(LEVELS[field])} for field in FIELDS}
+
+
+@dataclass
+class PairColumns:
+    """Aligned columns for a batch of pairs; "" stands for null."""
+
+    l_phone: np.ndarray
+    r_phone: np.ndarray
+    l_document: np.ndarray
+    r_document: np.ndarray
+    l_email: np.ndarray
+    r_email: np.ndarray
+    l_plate: np.ndarray
+    r_plate: np.ndarray
+    l_name: np.ndarray
+    r_name: np.ndarray
+    # records carrying the more common of the two exact names (0: unknown)
+    name_frequency: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.l_phone)
+
+    @classmethod
+    def from_lists(cls, name_frequency=None, **columns) -> PairColumns:
+        freq = None if name_frequency is None else np.asarray(name_frequency, dtype=np.int32)
+        return cls(**{k: _as_str_array(v) for k, v in columns.items()}, name_frequency=freq)
+
+
+@dataclass
+class Scores:
+    levels: dict[str, np.ndarray]   # field -> int8 level codes (index into LEVELS[field])
+    name_similarity: np.ndarray     # 0..100, mean best-token similarity over both names
+    score: np.ndarray               # sum of weights (log2 Bayes factor)
+    probability: np.ndarray         # logistic of score around the configured midpoint
+    rule: np.ndarray                # index into config.rules, -1 when no rule accepts the pair
+
+    @property
+    def accepted(self) -> np.ndarray:
+        return self.rule >= 0
+
+
+def _as_str_array(values) -> np.ndarray:
+    arr = np.asarray(values, dtype=object)
+    if arr.size and (arr == None).any():  # noqa: E711 - elementwise comparison
+        arr = np.where(arr == None, "", arr)  # noqa: E711
+    return arr.astype(str) if arr.size else np.array([], dtype=str)
+
+
+def _identifier_levels(left: np.ndarray, right: np.ndarray, max_edits: int) -> np.ndarray:
+    codes = CODE["phone"]
+    present = (left != "") & (right != "")
+    exact = present & (left == right)
+    out = np.full(len(left), codes["missing"], dtype=np.int8)
+    out[present] = codes["differ"]
+    todo = np.flatnonzero(present & ~exact)
+    if todo.size:
+        dist = process.cpdist(list(left[todo]), list(right[todo]), scorer=OSA.distance, workers=-1)
+        out[todo[dist <= max_edits]] = codes["close"]
+    out[exact] = codes["exact"]
+    return out
+
+
+def _digits(values: np.ndarray) -> np.ndarray:
+    """Digits of each value ("" when none); computed once per distinct value."""
+    uniq, inverse = np.unique(values, return_inverse=True)
+    table = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isdigit()))
+    stripped = np.array([u.translate(table) for u in uniq], dtype=str) if uniq.size else uniq
+    return stripped[inverse]
+
+
+def _document_levels(left, right, max_edits: int, min_digits: int) -> np.ndarray:
+    """Documents compare on their full form, and on their digits alone when long enough:
+    licence "Q12345678" equals DNI "12345678", and "Q12345679" is one edit from it."""
+    codes = CODE["document"]
+    out = _identifier_levels(left, right, max_edits)
+    if not len(left):
+        return out
+    ld, rd = _digits(left), _digits(right)
+    long_enough = (np.char.str_len(ld) >= min_digits) & (np.char.str_len(rd) >= min_digits)
+    out[long_enough & (ld == rd) & (out != codes["missing"])] = codes["exact"]
+    todo = np.flatnonzero(long_enough & (out == codes["differ"]))
+    if todo.size:
+        dist = process.cpdist(list(ld[todo]), list(rd[todo]), scorer=OSA.distance, workers=-1)
+        out[todo[dist <= max_edits]] = codes["close"]
+    return out
+
+
+def _email_levels(left, right, max_edits: int) -> np.ndarray:
+    out = _identifier_levels(left, right, max_edits)
+    differ = np.flatnonzero(out == CODE["email"]["differ"])
+    if differ.size:
+        at_l, at_r = np.asarray("@", dtype=left.dtype), np.asarray("@", dtype=right.dtype)
+        l_local = np.char.partition(left[differ], at_l)[:, 0]
+        r_local = np.char.partition(right[differ], at_r)[:, 0]
+        same_local = (l_local == r_local) & (np.char.str_len(l_local) >= 4)
+        out[differ[same_local]] = CODE["email"]["close"]
+    return out
+
+
+def _tokenize(names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Names -> (inverse into distinct names, token-id matrix [distinct, MAX_TOKENS] with -1 pads,
+    id of each distinct name's sorted token form, vocabulary of token strings)."""
+    uniq, inverse = np.unique(names, return_inverse=True)
+    vocab: dict[str, int] = {}
+    forms: dict[str, int] = {}
+    ids = np.full((len(uniq), MAX_TOKENS), -1, dtype=np.int32)
+    form_id = np.empty(len(uniq), dtype=np.int64)
+    for i, name in enumerate(uniq.tolist()):
+        toks = sorted({t for t in name.split() if t not in NAME_PARTICLES})
+        form_id[i] = forms.setdefault(" ".join(toks), len(forms))
+        for j, tok in enumerate(toks[:MAX_TOKENS]):
+            ids[i, j] = vocab.setdefault(tok, len(vocab))
+    words = np.array(list(vocab), dtype=object) if vocab else np.array([], dtype=object)
+    return inverse, ids, form_id, words
+
+
+def _token_similarity(a: np.ndarray, b: np.ndarray, words: np.ndarray, token_match: float) -> np.ndarray:
+    """Jaro-Winkler of token-id pairs, computed once per distinct pair; an initial ("j")
+    agrees with any token starting with that letter."""
+    n_words = max(len(words), 1)
+    keys, inverse = np.unique(a.astype(np.int64) * n_words + b, return_inverse=True)
+    ka, kb = keys // n_words, keys % n_words
+    sim = np.ones(len(keys), dtype=np.float32)
+    differ = np.flatnonzero(ka != kb)
+    if differ.size:
+        wa, wb = words[ka[differ]], words[kb[differ]]
+        sim[differ] = process.cpdist(list(wa), list(wb), scorer=JaroWinkler.normalized_similarity, workers=-1)
+        lens = np.fromiter(map(len, words), dtype=np.int32, count=len(words))
+        first = np.array([w[:1] for w in words], dtype=object)
+        initial = ((lens[ka[differ]] == 1) | (lens[kb[differ]] == 1)) & (first[ka[differ]] == first[kb[differ]])
+        sim[differ[initial]] = np.maximum(sim[differ[initial]], token_match + 0.01)
+    return sim[inverse]
+
+
+def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(levels, similarity 0..100, token count of the shorter name)."""
+    codes = CODE["name"]
+    n = len(left)
+    out = np.full(n, codes["missing"], dtype=np.int8)
+    if n == 0:
+        return out, np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    inverse, ids, form_id, words = _tokenize(np.concatenate([left, right]))
+    li, ri = inverse[:n], inverse[n:]
+    L, R = ids[li], ids[ri]                                   # [n, MAX_TOKENS] token ids, -1 = none
+    l_real, r_real = L >= 0, R >= 0
+    nl, nr = l_real.sum(axis=1), r_real.sum(axis=1)
+
+    A = np.broadcast_to(L[:, :, None], (n, MAX_TOKENS, MAX_TOKENS))
+    B = np.broadcast_to(R[:, None, :], (n, MAX_TOKENS, MAX_TOKENS))
+    valid = (A >= 0) & (B >= 0)
+    sim = np.zeros((n, MAX_TOKENS, MAX_TOKENS), dtype=np.float32)
+    if valid.any():
+        sim[valid] = _token_similarity(A[valid], B[valid], words, token_match)
+
+    best_l = sim.max(axis=2)
+    best_r = sim.max(axis=1)
+    matched_l = ((best_l >= token_match) & l_real).sum(axis=1)
+    matched_r = ((best_r >= token_match) & r_real).sum(axis=1)
+    short_is_left = nl <= nr
+    n_short = np.where(short_is_left, nl, nr)
+    matched_short = np.where(short_is_left, matched_l, matched_r)
+    total = np.maximum(nl + nr, 1)
+    similarity = (100.0 * (best_l.sum(axis=1) + best_r.sum(axis=1)) / total).astype(np.float32)
+
+    present = (nl > 0) & (nr > 0)
+    level = np.full(n, codes["differ"], dtype=np.int8)
+    level[matched_short >= 1] = codes["weak"]
+    level[matched_short >= 2] = codes["fair"]
+    level[(matched_short == n_short) & (n_short >= 2)] = codes["strong"]
+    level[form_id[li] == form_id[ri]] = codes["exact"]
+    out[present] = level[present]
+    similarity[~present] = 0.0
+    return out, similarity, n_short
+
+
+def score_pairs(pairs: PairColumns, config: Config, *, prune: bool = True) -> Scores:
+    """Levels, score and rule per pair.
+
+    With `prune`, names are compared only where they could matter: a pair whose identifiers
+    score so low that even an exact name could not reach any rule's floor is rejected without
+    the (costly) name comparison; its name level is then reported as `missing` and its score
+    is its identifier score. Accept/reject decisions are identical either way (a test checks).
+    """
+    n = len(pairs)
+    edits = config.close_max_edits
+    levels = {
+        "phone": _identifier_levels(pairs.l_phone, pairs.r_phone, edits),
+        "document": _document_levels(pairs.l_document, pairs.r_document, edits, config.document_min_digits),
+        "email": _email_levels(pairs.l_email, pairs.r_email, edits),
+        "plate": _identifier_levels(pairs.l_plate, pairs.r_plate, edits),
+    }
+    score = np.zeros(n, dtype=np.float32)
+    for field in FIELDS[:-1]:
+        lookup = np.array([config.weights[field][lv] for lv in LEVELS[field]], dtype=np.float32)
+        score += lookup[levels[field]]
+
+    best_name = max(config.weights["name"].values())
+    floor = min(r.min_score for r in config.rules)
+    compare = np.flatnonzero(score + best_name >= floor) if prune else np.arange(n)
+    levels["name"] = np.full(n, CODE["name"]["missing"], dtype=np.int8)
+    name_similarity = np.zeros(n, dtype=np.float32)
+    name_tokens = np.zeros(n, dtype=np.int64)
+    if compare.size:
+        lv, sim, tok = _name_levels(pairs.l_name[compare], pairs.r_name[compare], config.name_token_match)
+        levels["name"][compare], name_similarity[compare], name_tokens[compare] = lv, sim, tok
+    name_weights = np.array([config.weights["name"][lv] for lv in LEVELS["name"]], dtype=np.float32)
+    score += name_weights[levels["name"]]
+    frequency = pairs.name_frequency if pairs.name_frequency is not None else np.zeros(n, dtype=np.int32)
+    probability = 1.0 / (1.0 + np.exp2(-(score - config.score_midpoint)))
+
+    exact_ids = sum((levels[f] == CODE[f]["exact"]).astype(np.int8) for f in IDENTIFIER_FIELDS)
+    agreeing_ids = sum(np.isin(levels[f], [CODE[f]["exact"], CODE[f]["close"]]).astype(np.int8) for f in IDENTIFIER_FIELDS)
+
+    rule = np.full(len(pairs), -1, dtype=np.int16)
+    for index, r in enumerate(config.rules):
+        ok = (rule < 0) & (score >= r.min_score)
+        ok &= exact_ids >= r.min_exact_identifiers
+        ok &= agreeing_ids >= r.min_identifier_agreements
+        if r.max_name_frequency is not None:
+            # term frequency: only a name this rare counts (0 = unknown frequency, never rare)
+            ok &= (frequency > 0) & (frequency <= r.max_name_frequency)
+        ok &= name_tokens >= r.min_name_tokens
+        for field, allowed in r.when.items():
+            ok &= np.isin(levels[field], [CODE[field][lv] for lv in allowed])
+        rule[ok] = index
+    return Scores(levels=levels, name_similarity=name_similarity, score=score, probability=probability, rule=rule)
+
+
+def level_names(field: str, codes: np.ndarray) -> np.ndarray:
+    return np.asarray(LEVELS[field], dtype=object)[codes]

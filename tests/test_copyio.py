@@ -1,0 +1,67 @@
+"""The COPY codecs the matcher reads and writes with, against a real Postgres, and the Python
+mirror of the blocking key types kept equal to the dbt macro."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+from matcher import copyio
+from matcher.explain import BLOCKING_KEY_TYPES, blocking_keys
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("chunk_bytes", [32 << 20, 1000, 26])
+def test_int64_round_trip_keeps_every_value_and_the_order(conn, chunk_bytes):
+    rng = np.random.default_rng(3)
+    a = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, 10_000, dtype=np.int64)
+    b = np.concatenate([[0, -1, 1, np.iinfo(np.int64).min, np.iinfo(np.int64).max], a[5:]])
+    conn.execute("create temp table pairs (i bigint, a bigint, b bigint)")
+    copyio.write_int64(conn, sql.Identifier("pairs"), ["i", "a", "b"], [np.arange(len(a)), a, b])
+    assert conn.execute("select count(*), sum(a::numeric), sum(b::numeric) from pairs").fetchone() == (
+        len(a), int(a.astype(object).sum()), int(b.astype(object).sum()))
+    back = copyio.read_int64(conn, sql.SQL("select a, b from pairs order by i"), 2, chunk_bytes=chunk_bytes)
+    assert back.shape == (len(a), 2)
+    assert np.array_equal(back[:, 0], a) and np.array_equal(back[:, 1], b)
+
+
+def test_int64_read_of_nothing_is_an_empty_array(conn):
+    back = copyio.read_int64(conn, sql.SQL("select 1::bigint, 2::bigint where false"), 2)
+    assert back.shape == (0, 2)
+
+
+@pytest.mark.parametrize("query", ["select 1::integer, 2::bigint", "select null::bigint, 2::bigint"])
+def test_int64_read_refuses_what_is_not_two_non_null_bigints(conn, query):
+    with pytest.raises(ValueError, match="non-null bigint"):
+        copyio.read_int64(conn, sql.SQL(query), 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12),
+                max_size=30))
+def test_text_read_returns_exactly_the_stored_strings(database, values):
+    with database.connect(autocommit=True) as c:
+        c.execute("create temp table t (i int, v text)")
+        with c.cursor() as cur, cur.copy("copy t (i, v) from stdin") as cp:
+            for i, v in enumerate(values):
+                cp.write_row((i, v))
+        assert copyio.read_text(c, sql.SQL("select v from t order by i")) == values
+
+
+def test_text_read_gives_empty_strings_for_nulls(conn):
+    assert copyio.read_text(conn, sql.SQL("select v from (values (1, 'a'), (2, null), (3, 'b\\c')) t(i, v) order by i")) == [
+        "a", "", "b\\c"]
+
+
+def test_blocking_key_types_mirror_the_dbt_macro():
+    macro = (ROOT / "macros" / "blocking_key_types.sql").read_text()
+    listed = re.search(r"return\(\[(.*?)\]\)", macro, re.S).group(1)
+    assert tuple(re.findall(r"'([a-z_]+)'", listed)) == BLOCKING_KEY_TYPES
+    assert blocking_keys(0) == []
+    assert blocking_keys(1) == ["phone"]
+    assert blocking_keys(0b1000010) == ["document", "name_pair"]

@@ -1,0 +1,150 @@
+"""Incremental identity models: a run on changed raw data must leave the same tables a full
+rebuild would (candidate pairs: a superset, see identity_candidates' header), and a run on
+unchanged data must change nothing."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from psycopg import sql
+from conftest import ROOT, subprocess_env, throwaway_database
+
+from matcher import demo
+from matcher.migrate import migrate
+
+pytestmark = pytest.mark.slow
+
+# table -> (columns compared, filter): load ids and rewrite bookkeeping differ by design
+COMPARED = {
+    "intermediate.int_identity__records": (
+        "record_uid, source_table, source_pk, record_kind, origin_tag, event_at, phone, phone_invalid_reason,"
+        " document_number, email, plate, full_name, name_sorted, fingerprint, raw_hash",
+        "not is_deleted",
+    ),
+    "intermediate.int_identity__shared_identifiers": ("identifier_type, identifier_value, record_count", "is_shared"),
+    "intermediate.int_identity__records_usable": (
+        "record_uid, source_table, source_pk, record_kind, origin_tag, event_at, fingerprint, phone,"
+        " document_number, email, plate, full_name, name_sorted, has_shared_identifier",
+        "not is_deleted",
+    ),
+    "intermediate.int_identity__name_frequency": ("name_sorted, name_frequency", "name_frequency > 0"),
+    "intermediate.int_identity__blocking_keys": ("record_uid, key_type, key_hash", "true"),
+}
+
+
+def matcher(env, *args):
+    proc = subprocess.run([sys.executable, "-m", "matcher", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def snapshot(c, schema: str) -> None:
+    """Copy the compared columns of every table into `schema` (t0, t1, ..., candidates)."""
+    c.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
+    c.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+    for i, (table, (columns, where)) in enumerate(COMPARED.items()):
+        c.execute(sql.SQL("create table {} as select {} from {} where {}").format(
+            sql.Identifier(schema, f"t{i}"), sql.SQL(columns), sql.Identifier(*table.split(".")), sql.SQL(where)))
+    c.execute(sql.SQL("create table {} as select left_uid, right_uid, blocking_mask from identity.identity_candidates")
+              .format(sql.Identifier(schema, "candidates")))
+
+
+def differences(c, a: str, b: str, table: str) -> int:
+    """Rows in one snapshot's table and not in the other's, both ways (multiset)."""
+    ta, tb = sql.Identifier(a, table), sql.Identifier(b, table)
+    return c.execute(
+        sql.SQL("select count(*) from ((table {a} except all table {b}) union all (table {b} except all table {a})) d")
+        .format(a=ta, b=tb)
+    ).fetchone()[0]
+
+
+def mutate(c) -> dict[str, int]:
+    """Every kind of change a source sees: new rows, edited rows, deleted rows, a value becoming
+    shared and a shared value ceasing to be."""
+    edited = c.execute(
+        "update raw.cabinet_leads set phone = '9' || lpad((abs(hashtext(lead_id)) % 100000000)::text, 8, '0'),"
+        " last_name = last_name || 'z' where lead_id in (select lead_id from raw.cabinet_leads order by lead_id limit 25)"
+    ).rowcount
+    deleted = c.execute(
+        "delete from raw.scout_registrations where registration_id in"
+        " (select registration_id from raw.scout_registrations order by registration_id limit 15)"
+        " returning registration_id"
+    ).fetchall()
+    c.execute("delete from raw.ground_truth where source_table = 'scout_registrations' and source_pk = any(%s)",
+              ([r[0] for r in deleted],))
+    # eight drivers take one phone: it becomes shared, their other evidence stays usable
+    c.execute("update raw.drivers set phone = '987000111'"
+              " where driver_id in (select driver_id from raw.drivers order by driver_id limit 8)")
+    # a value shared so far: all but two of its holders change it (it is not shared any more)
+    c.execute(
+        "with shared as (select phone from raw.fleet_migrations where phone is not null"
+        "   group by phone order by count(*) desc limit 1)"
+        " update raw.fleet_migrations set phone = null where migration_id in ("
+        "   select migration_id from raw.fleet_migrations where phone = (select phone from shared)"
+        "   order by migration_id offset 2)"
+    )
+    added = demo.append_leads(c, 400, seed=7)
+    return {"added": sum(added.values()), "edited": edited, "deleted": len(deleted)}
+
+
+def test_incremental_run_equals_full_rebuild(server, dbt_target):
+    with throwaway_database(server, "matcher_incr") as db:
+        with db.connect(autocommit=True) as c:
+            migrate(c, "canon")
+            demo.create_raw_schema(c, "raw")
+            demo.generate(c, demo.DemoSpec(leads=600, seed=11), "raw")
+            # a phone on 7 migrations, so that it is shared before the change above
+            c.execute("update raw.fleet_migrations set phone = '987000222'"
+                      " where migration_id in (select migration_id from raw.fleet_migrations order by migration_id limit 7)")
+        env = subprocess_env(db, dbt_target)
+        matcher(env, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            assert c.execute("select count(*) from intermediate.int_identity__shared_identifiers"
+                             " where identifier_value = '987000222' and is_shared").fetchone()[0] == 1
+            before = c.execute("select count(*) from identity.identity_candidates").fetchone()[0]
+            changes = mutate(c)
+        assert changes["added"] > 0 and changes["edited"] == 25 and changes["deleted"] == 15
+
+        matcher(env, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            snapshot(c, "incr")
+            stats = c.execute(
+                "select count(*) filter (where is_deleted), count(*) from intermediate.int_identity__records"
+            ).fetchone()
+            assert stats[0] == 15, "deleted raw rows become tombstones"
+            flips = c.execute("select identifier_value, is_shared from intermediate.int_identity__shared_identifiers"
+                              " where identifier_value in ('987000111', '987000222') order by 1").fetchall()
+            assert flips == [("987000111", True), ("987000222", False)]
+
+        # unchanged input: nothing is rewritten
+        loads = ("select (select max(load_id) from intermediate.int_identity__records),"
+                 " (select max(load_id) from intermediate.int_identity__records_usable),"
+                 " (select count(*) from intermediate.int_identity__blocking_keys),"
+                 " (select count(*) from identity.identity_candidates)")
+        with db.connect(autocommit=True) as c:
+            marks = c.execute(loads).fetchone()
+        matcher(env, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            assert c.execute(loads).fetchone() == marks
+            snapshot(c, "again")
+            for i in range(len(COMPARED)):
+                assert differences(c, "incr", "again", f"t{i}") == 0
+            assert differences(c, "incr", "again", "candidates") == 0
+
+        matcher(env, "dbt", "run", "--quiet", "--full-refresh")
+        with db.connect(autocommit=True) as c:
+            snapshot(c, "rebuilt")
+            for i, table in enumerate(COMPARED):
+                assert differences(c, "incr", "rebuilt", f"t{i}") == 0, f"{table}: incremental differs from a full rebuild"
+            missing = c.execute("select count(*) from (table rebuilt.candidates except table incr.candidates) d").fetchone()[0]
+            assert missing == 0, "a pair of the full rebuild is missing from the incremental table"
+            total = c.execute("select count(*) from rebuilt.candidates").fetchone()[0]
+            assert total > before
+            # the pairs of deleted or changed records were taken out, not left to linger
+            stale = c.execute(
+                "select count(*) from incr.candidates c where not exists (select 1 from incr.t2 u where u.record_uid = c.left_uid)"
+                " or not exists (select 1 from incr.t2 u where u.record_uid = c.right_uid)"
+            ).fetchone()[0]
+            assert stale == 0
