@@ -66,3 +66,10 @@
     );
     {%- endfor %}
 {%- endmacro %}
+
+
+{#- pre-hook of the identity models: memory for this model's transaction only -#}
+{% macro identity_session_settings() -%}
+    set local work_mem = {{ "'" ~ (var('identity_work_mem') | string | replace("'", "")) ~ "'" }};
+    set local maintenance_work_mem = {{ "'" ~ (var('identity_maintenance_work_mem') | string | replace("'", "")) ~ "'" }}
+{%- endmacro %}

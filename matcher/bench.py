@@ -47,6 +47,7 @@ class Round:
     phases: list[Phase] = field(default_factory=list)
     matcher_peak_mb: float | None = None
     rows_written: int | None = None
+    matcher_detail: dict = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -54,7 +55,8 @@ class Round:
 
     def as_dict(self) -> dict:
         return {"round": self.name, "total_seconds": round(self.total, 3), "matcher_peak_mb": self.matcher_peak_mb,
-                "rows_written": self.rows_written, "phases": [p.as_dict() for p in self.phases]}
+                "rows_written": self.rows_written, "phases": [p.as_dict() for p in self.phases],
+                "matcher_detail_seconds": self.matcher_detail}
 
 
 def _timed(fn):
@@ -153,6 +155,7 @@ def _pipeline_round(name: str, db: Database, project: Path, cfg: Config, env_ext
     ]
     rnd.matcher_peak_mb = round(peak, 1)
     rnd.rows_written = result["rows_written"]
+    rnd.matcher_detail = result.get("detail", {})
     _, s = _timed(lambda: [_count(db, f"select count(*) from ops.{v}") for v in OPS_VIEWS])
     rnd.phases.append(Phase("ops_views_read", s, None))
     return rnd
@@ -174,7 +177,7 @@ def run_benchmark(db: Database, project: Path, cfg: Config, *, leads: int, drive
     full.phases.append(Phase("generate", s, records, "records"))
     rest = _pipeline_round("full", db, project, cfg, env_extra)
     full.phases += rest.phases
-    full.matcher_peak_mb, full.rows_written = rest.matcher_peak_mb, rest.rows_written
+    full.matcher_peak_mb, full.rows_written, full.matcher_detail = rest.matcher_peak_mb, rest.rows_written, rest.matcher_detail
     rounds.append(full)
     if with_tests:
         _, s = _timed(lambda: dbt.invoke(db, project, ["test", "--quiet"], quiet=True))
