@@ -25,8 +25,25 @@
 with
 
 {% for c in channels %}
+{%- if is_incremental() %}
+{{ c.table }}_keys as materialized (
+    -- keys of the new or changed raw rows: only the key and the raw hash are computed here
+    select staged.{{ c.pk }} as source_pk
+    from {{ ref(c.model) }} as staged
+    where staged.{{ c.pk }} is not null
+        and not exists (
+            select 1 from {{ this }} as loaded
+            where loaded.record_uid = {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }}
+                and loaded.raw_hash = staged.raw_hash
+                and not loaded.is_deleted
+        )
+),
+{%- endif %}
+
 {{ c.table }} as (
     -- the staging view's normalizing expressions run only for the rows that pass the filter
+    -- (a filter on the view's scan, applied before its columns are computed; a join would
+    -- compute them for every raw row first)
     select
         {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }} as record_uid,
         '{{ c.table }}'::text as source_table,
@@ -45,12 +62,7 @@ with
     from {{ ref(c.model) }} as staged
     where staged.{{ c.pk }} is not null
     {%- if is_incremental() %}
-        and not exists (
-            select 1 from {{ this }} as loaded
-            where loaded.record_uid = {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }}
-                and loaded.raw_hash = staged.raw_hash
-                and not loaded.is_deleted
-        )
+        and staged.{{ c.pk }} = any (array(select source_pk from {{ c.table }}_keys))
     {%- endif %}
 ),
 {% endfor %}
