@@ -24,26 +24,32 @@
 
 with
 
-{% for c in channels %}
-{%- if is_incremental() %}
-{{ c.table }}_keys as materialized (
-    -- keys of the new or changed raw rows: only the key and the raw hash are computed here
-    select staged.{{ c.pk }} as source_pk
-    from {{ ref(c.model) }} as staged
-    where staged.{{ c.pk }} is not null
-        and not exists (
-            select 1 from {{ this }} as loaded
-            where loaded.record_uid = {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }}
-                and loaded.raw_hash = staged.raw_hash
-                and not loaded.is_deleted
-        )
-),
+{#- Incremental: which raw rows are new or changed is asked first (key and raw hash only, cheap),
+    and the keys are written into the query as a constant array: Postgres then filters the raw
+    table with a hash lookup *before* the staging view normalizes anything. (Joining to the
+    keys instead makes it normalize every raw row first; an array from a subquery is searched
+    linearly.) Above `incremental_inline_keys_limit` changed rows, the plain anti-join is used. -#}
+{%- set changed_keys = {} -%}
+{%- if is_incremental() and execute -%}
+    {%- for c in channels -%}
+        {%- set keys_query -%}
+            select staged.{{ c.pk }}
+            from {{ ref(c.model) }} as staged
+            where staged.{{ c.pk }} is not null
+                and not exists (
+                    select 1 from {{ this }} as loaded
+                    where loaded.record_uid = {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }}
+                        and loaded.raw_hash = staged.raw_hash
+                        and not loaded.is_deleted
+                )
+            limit {{ var('incremental_inline_keys_limit') + 1 }}
+        {%- endset -%}
+        {%- do changed_keys.update({c.table: run_query(keys_query).columns[0].values()}) -%}
+    {%- endfor -%}
 {%- endif %}
 
+{% for c in channels %}
 {{ c.table }} as (
-    -- the staging view's normalizing expressions run only for the rows that pass the filter
-    -- (a filter on the view's scan, applied before its columns are computed; a join would
-    -- compute them for every raw row first)
     select
         {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }} as record_uid,
         '{{ c.table }}'::text as source_table,
@@ -62,7 +68,18 @@ with
     from {{ ref(c.model) }} as staged
     where staged.{{ c.pk }} is not null
     {%- if is_incremental() %}
-        and staged.{{ c.pk }} = any (array(select source_pk from {{ c.table }}_keys))
+        {%- set keys = changed_keys.get(c.table, []) %}
+        {%- if keys | length <= var('incremental_inline_keys_limit') %}
+        -- {{ keys | length }} new or changed rows
+        and staged.{{ c.pk }} = any (array[{% for k in keys %}'{{ k | replace("'", "''") }}'{% if not loop.last %}, {% endif %}{% endfor %}]::text[])
+        {%- else %}
+        and not exists (
+            select 1 from {{ this }} as loaded
+            where loaded.record_uid = {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }}
+                and loaded.raw_hash = staged.raw_hash
+                and not loaded.is_deleted
+        )
+        {%- endif %}
     {%- endif %}
 ),
 {% endfor %}
