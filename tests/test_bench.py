@@ -1,0 +1,44 @@
+"""The shipped benchmark runs end to end on a small database and reports what it claims."""
+from __future__ import annotations
+
+import json
+
+from conftest import ROOT, throwaway_database
+
+from matcher import bench, config
+
+
+def test_bench_rounds_phases_and_figures(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MATCHER_DBT_TARGET_PATH", str(tmp_path / "target"))
+    with throwaway_database(server, "matcher_bench") as db:
+        result = bench.run_benchmark(db, ROOT, config.load(project=None), leads=300, drivers=150, incremental=40)
+        with db.connect(autocommit=True) as c:
+            pairs = c.execute("select count(*) from identity.identity_candidates").fetchone()[0]
+            records = c.execute("select count(*) from intermediate.int_identity__records").fetchone()[0]
+    rounds = {r["round"]: r for r in result["rounds"]}
+    assert list(rounds) == ["full", "incremental_40", "no_change"]
+    full = {p["phase"]: p for p in rounds["full"]["phases"]}
+    assert full["generate"]["records"] == 450
+    assert full["matcher_select_due"]["records"] == 450
+    inc = {p["phase"]: p for p in rounds["incremental_40"]["phases"]}
+    assert inc["matcher_select_due"]["records"] == 40  # only the new leads are attempted
+    assert inc["dbt_candidates"]["pairs"] == pairs > full["dbt_candidates"]["pairs"] > 0
+    assert records == 490
+    # the no-change re-run writes nothing and attempts nothing
+    assert rounds["no_change"]["rows_written"] == 0
+    assert {p["phase"]: p for p in rounds["no_change"]["phases"]}["matcher_select_due"]["records"] == 0
+    assert rounds["full"]["rows_written"] > 450 and rounds["full"]["matcher_peak_mb"] > 0
+    assert {"read_pairs", "read_records", "write_links", "write_queue"} <= set(rounds["full"]["matcher_detail_seconds"])
+    for rnd in rounds.values():
+        assert abs(rnd["total_seconds"] - sum(p["seconds"] for p in rnd["phases"])) < 0.01
+        assert all(p["seconds"] >= 0 for p in rnd["phases"])
+
+    # figures: the JSON and the regenerated table between the markers, the rest of the page kept
+    project = tmp_path / "project"
+    (project / "docs").mkdir(parents=True)
+    (project / "docs" / "benchmark.md").write_text(f"intro\n{bench.START}\nold\n{bench.END}\noutro\n")
+    path = bench.write_figures(result, project)
+    assert json.loads(path.read_text())["leads"] == 300
+    page = (project / "docs" / "benchmark.md").read_text()
+    assert page.startswith("intro\n") and page.endswith("outro\n") and "old" not in page
+    assert "| 300 | 150 | 450 |" in page and "incremental_40" in page
