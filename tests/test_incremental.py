@@ -3,6 +3,7 @@ rebuild would (candidate pairs: a superset, see identity_candidates' header), an
 unchanged data must change nothing."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -126,6 +127,11 @@ def test_incremental_run_equals_full_rebuild(server, dbt_target):
         with db.connect(autocommit=True) as c:
             marks = c.execute(loads).fetchone()
         matcher(env, "dbt", "run", "--quiet")
+        written = {r["unique_id"].rsplit(".", 1)[-1]: r["adapter_response"].get("rows_affected")
+                   for r in json.loads((dbt_target / "run_results.json").read_text())["results"]
+                   if r["unique_id"].startswith("model.")}
+        incremental = [m for m in written if m.startswith("int_identity__") or m == "identity_candidates"]
+        assert len(incremental) == 6 and all(written[m] == 0 for m in incremental), written
         with db.connect(autocommit=True) as c:
             assert c.execute(loads).fetchone() == marks
             snapshot(c, "again")

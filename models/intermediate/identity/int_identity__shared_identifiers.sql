@@ -74,7 +74,9 @@ final as (
     left join {{ this }} as previous
         on previous.identifier_type = counted.identifier_type
         and previous.identifier_value = counted.identifier_value
-    where counted.record_count > {{ max_records }} or previous.identifier_value is not null
+    where (counted.record_count > {{ max_records }} or previous.identifier_value is not null)
+        -- a value whose count did not move keeps its row untouched (a no-change run writes nothing)
+        and counted.record_count is distinct from previous.record_count
 )
 
 {% else %}
