@@ -16,7 +16,7 @@ Levels per field (see defaults.toml for weights):
   of the longer one: swapped order, missing second surname, initials, typos), fair (two or
   more tokens match, not all: relatives share surnames), weak (one token), differ, missing.
 
-`tests/scoring_reference.py` keeps the direct formulation over string arrays; a property test
+`tests/scoring_reference.py` keeps the direct formulation of the levels over string arrays; a property test
 checks that both agree on every level, score and rule.
 """
 from __future__ import annotations
@@ -286,29 +286,48 @@ def score_pairs(pairs: PairColumns | CodedPairs, config: Config, *, prune: bool 
         "email": _email_levels(V["email"], L["email"], R["email"], edits),
         "plate": _identifier_levels(V["plate"], L["plate"], R["plate"], edits),
     }
-    score = np.zeros(n, dtype=np.float32)
-    for f in FIELDS[:-1]:
-        lookup = np.array([config.weights[f][lv] for lv in LEVELS[f]], dtype=np.float32)
-        score += lookup[levels[f]]
-
-    best_name = max(config.weights["name"].values())
-    floor = min(r.min_score for r in config.rules)
-    compare = np.flatnonzero(score + best_name >= floor) if prune else np.arange(n)
+    score = identifier_score(levels, config)
+    compare = names_worth_comparing(score, config, prune)
     levels["name"] = np.full(n, CODE["name"]["missing"], dtype=np.int8)
     name_similarity = np.zeros(n, dtype=np.float32)
     name_tokens = np.zeros(n, dtype=np.int64)
     if compare.size:
         lv, sim, tok = _name_levels(V["name"], L["name"][compare], R["name"][compare], config.name_token_match)
         levels["name"][compare], name_similarity[compare], name_tokens[compare] = lv, sim, tok
+    return combine(levels, name_similarity, name_tokens, score, pairs.name_frequency, config)
+
+
+def identifier_score(levels: dict[str, np.ndarray], config: Config) -> np.ndarray:
+    """Sum of the identifier fields' weights (every field but the name)."""
+    score = np.zeros(len(levels["phone"]), dtype=np.float32)
+    for f in FIELDS[:-1]:
+        lookup = np.array([config.weights[f][lv] for lv in LEVELS[f]], dtype=np.float32)
+        score += lookup[levels[f]]
+    return score
+
+
+def names_worth_comparing(score: np.ndarray, config: Config, prune: bool) -> np.ndarray:
+    """Pairs whose identifier score an exact name could lift to some rule's floor (all with no pruning)."""
+    if not prune:
+        return np.arange(len(score))
+    best_name = max(config.weights["name"].values())
+    floor = min(r.min_score for r in config.rules)
+    return np.flatnonzero(score + best_name >= floor)
+
+
+def combine(levels: dict[str, np.ndarray], name_similarity: np.ndarray, name_tokens: np.ndarray,
+            score: np.ndarray, frequency: np.ndarray | None, config: Config) -> Scores:
+    """Add the name's weight to the identifier score, then probability and the first rule that accepts."""
+    n = len(score)
     name_weights = np.array([config.weights["name"][lv] for lv in LEVELS["name"]], dtype=np.float32)
-    score += name_weights[levels["name"]]
-    frequency = pairs.name_frequency if pairs.name_frequency is not None else np.zeros(n, dtype=np.int32)
+    score = score + name_weights[levels["name"]]
+    frequency = frequency if frequency is not None else np.zeros(n, dtype=np.int32)
     probability = 1.0 / (1.0 + np.exp2(-(score - config.score_midpoint)))
 
     exact_ids = sum((levels[f] == CODE[f]["exact"]).astype(np.int8) for f in IDENTIFIER_FIELDS)
     agreeing_ids = sum(np.isin(levels[f], [CODE[f]["exact"], CODE[f]["close"]]).astype(np.int8) for f in IDENTIFIER_FIELDS)
 
-    rule = np.full(len(pairs), -1, dtype=np.int16)
+    rule = np.full(n, -1, dtype=np.int16)
     for index, r in enumerate(config.rules):
         ok = (rule < 0) & (score >= r.min_score)
         ok &= exact_ids >= r.min_exact_identifiers

@@ -2,8 +2,9 @@
 
 matcher/scoring.py works on integer codes into each field's distinct values (computing digits,
 local parts and name tokens once per value, comparing each distinct pair once); this file
-keeps the direct formulation over aligned string arrays, and tests/test_scoring.py checks
-that both give identical levels, scores and rules.
+keeps the direct formulation of the levels over aligned string arrays (weights and rules are
+matcher.scoring's own), and tests/test_scoring.py checks that both give identical levels,
+similarities, scores and rules.
 
 Original docstring: pair scoring: field agreement levels, weights, and the rule that accepts a pair.
 
@@ -29,7 +30,9 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import OSA, JaroWinkler
 
-from matcher.config import FIELDS, IDENTIFIER_FIELDS, LEVELS, Config
+from matcher.config import FIELDS, LEVELS, Config
+# the weights and rules are shared: what this file keeps apart is how levels are computed
+from matcher.scoring import Scores, combine, identifier_score, names_worth_comparing
 
 MAX_TOKENS = 5
 # Particles of Spanish/Portuguese names carry no identity ("maria del carmen", "de la cruz").
@@ -62,19 +65,6 @@ class PairColumns:
     def from_lists(cls, name_frequency=None, **columns) -> PairColumns:
         freq = None if name_frequency is None else np.asarray(name_frequency, dtype=np.int32)
         return cls(**{k: _as_str_array(v) for k, v in columns.items()}, name_frequency=freq)
-
-
-@dataclass
-class Scores:
-    levels: dict[str, np.ndarray]   # field -> int8 level codes (index into LEVELS[field])
-    name_similarity: np.ndarray     # 0..100, mean best-token similarity over both names
-    score: np.ndarray               # sum of weights (log2 Bayes factor)
-    probability: np.ndarray         # logistic of score around the configured midpoint
-    rule: np.ndarray                # index into config.rules, -1 when no rule accepts the pair
-
-    @property
-    def accepted(self) -> np.ndarray:
-        return self.rule >= 0
 
 
 def _as_str_array(values) -> np.ndarray:
@@ -227,42 +217,13 @@ def score_pairs(pairs: PairColumns, config: Config, *, prune: bool = True) -> Sc
         "email": _email_levels(pairs.l_email, pairs.r_email, edits),
         "plate": _identifier_levels(pairs.l_plate, pairs.r_plate, edits),
     }
-    score = np.zeros(n, dtype=np.float32)
-    for field in FIELDS[:-1]:
-        lookup = np.array([config.weights[field][lv] for lv in LEVELS[field]], dtype=np.float32)
-        score += lookup[levels[field]]
-
-    best_name = max(config.weights["name"].values())
-    floor = min(r.min_score for r in config.rules)
-    compare = np.flatnonzero(score + best_name >= floor) if prune else np.arange(n)
+    score = identifier_score(levels, config)
+    compare = names_worth_comparing(score, config, prune)
     levels["name"] = np.full(n, CODE["name"]["missing"], dtype=np.int8)
     name_similarity = np.zeros(n, dtype=np.float32)
     name_tokens = np.zeros(n, dtype=np.int64)
     if compare.size:
         lv, sim, tok = _name_levels(pairs.l_name[compare], pairs.r_name[compare], config.name_token_match)
         levels["name"][compare], name_similarity[compare], name_tokens[compare] = lv, sim, tok
-    name_weights = np.array([config.weights["name"][lv] for lv in LEVELS["name"]], dtype=np.float32)
-    score += name_weights[levels["name"]]
-    frequency = pairs.name_frequency if pairs.name_frequency is not None else np.zeros(n, dtype=np.int32)
-    probability = 1.0 / (1.0 + np.exp2(-(score - config.score_midpoint)))
+    return combine(levels, name_similarity, name_tokens, score, pairs.name_frequency, config)
 
-    exact_ids = sum((levels[f] == CODE[f]["exact"]).astype(np.int8) for f in IDENTIFIER_FIELDS)
-    agreeing_ids = sum(np.isin(levels[f], [CODE[f]["exact"], CODE[f]["close"]]).astype(np.int8) for f in IDENTIFIER_FIELDS)
-
-    rule = np.full(len(pairs), -1, dtype=np.int16)
-    for index, r in enumerate(config.rules):
-        ok = (rule < 0) & (score >= r.min_score)
-        ok &= exact_ids >= r.min_exact_identifiers
-        ok &= agreeing_ids >= r.min_identifier_agreements
-        if r.max_name_frequency is not None:
-            # term frequency: only a name this rare counts (0 = unknown frequency, never rare)
-            ok &= (frequency > 0) & (frequency <= r.max_name_frequency)
-        ok &= name_tokens >= r.min_name_tokens
-        for field, allowed in r.when.items():
-            ok &= np.isin(levels[field], [CODE[field][lv] for lv in allowed])
-        rule[ok] = index
-    return Scores(levels=levels, name_similarity=name_similarity, score=score, probability=probability, rule=rule)
-
-
-def level_names(field: str, codes: np.ndarray) -> np.ndarray:
-    return np.asarray(LEVELS[field], dtype=object)[codes]
