@@ -1,8 +1,9 @@
 {#- The blocking key types, in code order: int_identity__blocking_keys stores a key's type as
     its 1-based position in this list (a smallint), identity_candidates turns codes back
-    into names. Append new types at the end: codes are stored. -#}
+    into names. Append new types at the end: codes are stored. `name_full` (the whole name of
+    3+ tokens) is retired, superseded by `name_triple`; its code stays so old masks decode. -#}
 {% macro blocking_key_types() -%}
-    {{ return(['phone', 'document', 'email', 'plate', 'phone_fuzzy', 'document_fuzzy', 'name_pair', 'name_full']) }}
+    {{ return(['phone', 'document', 'email', 'plate', 'phone_fuzzy', 'document_fuzzy', 'name_pair', 'name_full', 'name_triple']) }}
 {%- endmacro %}
 
 {#- smallint code of a key type -#}

@@ -5,12 +5,13 @@
     Keys: exact identifiers; one-deletion keys of phone and document (a single substitution,
     transposition, insertion or deletion still meets its twin; only for identifiers of at most
     `max_fuzzy_identifier_length` characters); unordered pairs of name tokens (robust to swapped
-    order, a missing second surname, one typo in a name of three or more tokens) and the whole
-    name of 3+ tokens, from the first `max_name_key_tokens` distinct tokens. -#}
+    order, a missing second surname, one typo in a name of three or more tokens), from the first
+    `max_name_key_tokens` tokens, and unordered triples from the first `max_name_triple_tokens`. -#}
 {% macro blocking_key_ctes(records, prefix='') -%}
 {%- set particles = ['de', 'del', 'la', 'las', 'los', 'y', 'da', 'das', 'do', 'dos', 'van', 'von', 'di'] %}
 {%- set max_fuzzy = var('max_fuzzy_identifier_length', 20) %}
 {%- set max_tokens = var('max_name_key_tokens', 8) %}
+{%- set max_triple_tokens = var('max_name_triple_tokens', 6) %}
 {{ prefix }}exact_keys as (
     select record_uid, {{ blocking_key_code('phone') }} as key_type, 'p:' || phone as key_value
     from {{ records }} as records where phone is not null
@@ -51,11 +52,12 @@
 ),
 
 {{ prefix }}name_tokens as (
-    -- distinct tokens of the name, particles and one-letter initials left out, in byte order
+    -- tokens of the name, particles and one-letter initials left out, in byte order; a repeated
+    -- token stays (the double surname of "ivan garcia garcia" is part of who he is)
     select
         records.record_uid,
         array(
-            select distinct name_token collate "C"
+            select name_token collate "C"
             from unnest(string_to_array(records.name_sorted, ' ')) as token_list (name_token)
             where length(name_token) > 1
                 and name_token not in ('{{ particles | join("', '") }}')
@@ -67,17 +69,21 @@
 ),
 
 {{ prefix }}name_keys as (
-    select name_tokens.record_uid, {{ blocking_key_code('name_pair') }} as key_type,
+    select distinct name_tokens.record_uid, {{ blocking_key_code('name_pair') }} as key_type,
         'np:' || name_tokens.tokens[i] || ' ' || name_tokens.tokens[j] as key_value
     from {{ prefix }}name_tokens as name_tokens
     cross join lateral generate_series(1, cardinality(name_tokens.tokens)) as i
     cross join lateral generate_series(i + 1, cardinality(name_tokens.tokens)) as j
     union all
-    -- the whole name of 3+ tokens: far rarer than any pair of its tokens, so it still blocks
-    -- where a common pair ("jose quispe") exceeds the bound
-    select record_uid, {{ blocking_key_code('name_full') }}, 'nf:' || array_to_string(tokens, ' ')
-    from {{ prefix }}name_tokens
-    where cardinality(tokens) >= 3
+    -- every three tokens of a name of 3+ tokens (of its first {{ max_triple_tokens }}): far rarer
+    -- than a pair, so it still blocks where a common pair ("jose quispe") exceeds its bound,
+    -- and a 4-token name keeps a key through one typo, a dropped second given name or surname
+    select distinct name_tokens.record_uid, {{ blocking_key_code('name_triple') }},
+        'nt:' || name_tokens.tokens[i] || ' ' || name_tokens.tokens[j] || ' ' || name_tokens.tokens[k]
+    from {{ prefix }}name_tokens as name_tokens
+    cross join lateral generate_series(1, least(cardinality(name_tokens.tokens), {{ max_triple_tokens }})) as i
+    cross join lateral generate_series(i + 1, least(cardinality(name_tokens.tokens), {{ max_triple_tokens }})) as j
+    cross join lateral generate_series(j + 1, least(cardinality(name_tokens.tokens), {{ max_triple_tokens }})) as k
 ),
 
 {{ prefix }}all_keys as (

@@ -191,7 +191,8 @@ def pipeline(ctx: Context, use_demo, regenerate, leads, seed, mess, labels, quie
         q = result.quality
         line = f"precision {q.precision:.4f}  recall {q.recall:.4f}  F1 {q.f1:.4f}"
         if q.blocking_recall is not None:
-            line += f"  blocking recall {q.blocking_recall:.4f}"
+            line += (f"  blocking recall {q.blocking_recall:.4f}"
+                     f" ({q.blocking_recall_comparable:.4f} of comparable pairs)")
         console.print(f"[bold]quality vs ground truth:[/] {line}  ({q.true_pairs:,} true pairs)")
     console.print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
     from matcher import status as status_mod
@@ -220,18 +221,21 @@ def evaluate_cmd(ctx: Context, labels, as_json):
     table = Table(title=f"Match quality vs {labels}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("records", "true_pairs", "predicted_pairs", "true_positive_pairs"):
-        table.add_row(key, f"{getattr(q, key):,}")
-    for key in ("precision", "recall", "f1", "blocking_recall"):
+    for key in ("records", "true_pairs", "predicted_pairs", "true_positive_pairs", "blocked_true_pairs",
+                "comparable_true_pairs"):
+        v = getattr(q, key)
+        table.add_row(key, "n/a" if v is None else f"{v:,}")
+    for key in ("precision", "recall", "f1", "blocking_recall", "blocking_recall_comparable"):
         v = getattr(q, key)
         table.add_row(key, "n/a" if v is None else f"{v:.4f}")
     console.print(table)
     pairs = Table(title="By pair of sources")
-    for col in ("sources", "true pairs", "predicted", "precision", "recall"):
+    for col in ("sources", "true pairs", "predicted", "precision", "recall", "blocking recall"):
         pairs.add_column(col, justify="left" if col == "sources" else "right")
     for row in q.by_source_pair:
+        br = row.get("blocking_recall")
         pairs.add_row(row["sources"], f"{row['true_pairs']:,}", f"{row['predicted_pairs']:,}",
-                      f"{row['precision']:.4f}", f"{row['recall']:.4f}")
+                      f"{row['precision']:.4f}", f"{row['recall']:.4f}", "n/a" if br is None else f"{br:.4f}")
     console.print(pairs)
     rules = Table(title="By rule (links whose record is in its person's majority true entity)")
     for col in ("rule", "links", "link precision"):

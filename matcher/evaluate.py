@@ -4,7 +4,10 @@ The labels are any table shaped `(source_table, source_pk, true_entity_id)`; the
 writes `raw.ground_truth`. A record without a link counts as its own singleton cluster.
 Pairwise: every unordered pair of records in the same true entity is a true pair; every pair
 in the same person is a predicted pair. Blocking recall: the share of true pairs that reached
-the candidate table (shared a blocking key within its block bound).
+the candidate table (shared a blocking key within its block bound); reported also over the
+*comparable* true pairs, those whose two records both carry something to compare (a usable
+identifier or a name in `identity_records`): a record with nothing usable can reach no
+candidate pair, whatever the blocking, so those pairs cap the first figure, not the second.
 """
 from __future__ import annotations
 
@@ -30,6 +33,9 @@ class Quality:
     recall: float
     f1: float
     blocking_recall: float | None
+    # true pairs whose two records both carry a usable identifier or a name, and its recall
+    comparable_true_pairs: int | None
+    blocking_recall_comparable: float | None
     by_source: list[dict]
     by_source_pair: list[dict]
     by_rule: list[dict]
@@ -77,19 +83,38 @@ def evaluate(
     predicted = conn.execute(f"select coalesce({pairs}, 0) from (select count(*) n from eval_records group by cluster) s").fetchone()[0]
     tp = conn.execute(f"select coalesce({pairs}, 0) from (select count(*) n from eval_records group by cluster, true_entity_id) s").fetchone()[0]
 
-    blocked = None
+    blocked = comparable = None
+    blocked_by_pair: dict[tuple[str, str], int] = {}
     if with_blocking:
         candidates = f"{identity_schema}.identity_candidates"
-        if conn.execute("select to_regclass(%s)", (candidates,)).fetchone()[0]:
-            # true pairs present in the candidate table (the matcher could only link those directly)
-            blocked = conn.execute(
+        records_view = f"{identity_schema}.identity_records"
+        if conn.execute("select to_regclass(%s), to_regclass(%s)", (candidates, records_view)).fetchone()[1]:
+            conn.execute("drop table if exists pg_temp.eval_uids")
+            conn.execute(
                 sql.SQL(
-                    "with e as (select " + UID_SQL + " as record_uid, true_entity_id from eval_records)"
-                    " select count(*) from {ident}.identity_candidates c"
-                    " join e a on a.record_uid = c.left_uid join e b on b.record_uid = c.right_uid"
-                    " where a.true_entity_id = b.true_entity_id"
+                    "create temp table eval_uids as select e.record_uid, e.source_table, e.true_entity_id,"
+                    " coalesce(r.phone, r.document_number, r.email, r.plate, r.full_name) is not null as comparable"
+                    " from (select " + UID_SQL + " as record_uid, source_table, true_entity_id from eval_records) e"
+                    " left join {ident}.identity_records r on r.record_uid = e.record_uid"
                 ).format(**ids)
+            )
+            conn.execute("create index on eval_uids (record_uid)")
+            conn.execute("analyze eval_uids")
+            comparable = conn.execute(
+                f"select coalesce({pairs}, 0) from (select count(*) n from eval_uids where comparable"
+                " group by true_entity_id) s"
             ).fetchone()[0]
+            # true pairs present in the candidate table (the matcher could only link those directly)
+            for s1, s2, n in conn.execute(
+                sql.SQL(
+                    "select least(a.source_table, b.source_table), greatest(a.source_table, b.source_table),"
+                    " count(*) from {ident}.identity_candidates c"
+                    " join eval_uids a on a.record_uid = c.left_uid join eval_uids b on b.record_uid = c.right_uid"
+                    " where a.true_entity_id = b.true_entity_id group by 1, 2"
+                ).format(**ids)
+            ).fetchall():
+                blocked_by_pair[(s1, s2)] = n
+            blocked = sum(blocked_by_pair.values())
 
     by_source = [
         {"source_table": st, "records": n, "linked": linked, "linked_share": round(_ratio(linked, n), 4)}
@@ -113,8 +138,12 @@ def evaluate(
         " full join (select s1, s2, count(*) n, count(*) filter (where right_pair) tp from p group by 1, 2) p"
         "   using (s1, s2) order by 1, 2"
     ).fetchall():
-        by_pair.append({"sources": f"{s1} x {s2}", "true_pairs": t_pairs, "predicted_pairs": p_pairs,
-                        "precision": round(_ratio(tp_pairs, p_pairs), 4), "recall": round(_ratio(tp_pairs, t_pairs), 4)})
+        row = {"sources": f"{s1} x {s2}", "true_pairs": t_pairs, "predicted_pairs": p_pairs,
+               "precision": round(_ratio(tp_pairs, p_pairs), 4), "recall": round(_ratio(tp_pairs, t_pairs), 4)}
+        if blocked is not None:
+            row["blocked_true_pairs"] = blocked_by_pair.get((s1, s2), 0)
+            row["blocking_recall"] = round(_ratio(row["blocked_true_pairs"], t_pairs), 4)
+        by_pair.append(row)
     # per rule: share of links whose record belongs to the true entity most of its person's records belong to
     by_rule = [
         {"rule": rule, "links": n, "correct": ok, "link_precision": round(_ratio(ok, n), 4)}
@@ -135,6 +164,10 @@ def evaluate(
     return Quality(
         records=records, true_pairs=true_pairs, predicted_pairs=predicted, true_positive_pairs=tp,
         blocked_true_pairs=blocked, precision=precision, recall=recall, f1=f1,
-        blocking_recall=_ratio(blocked, true_pairs) if blocked is not None else None, by_source=by_source,
+        blocking_recall=_ratio(blocked, true_pairs) if blocked is not None else None,
+        comparable_true_pairs=comparable,
+        # a blocked true pair is comparable by construction (both records carry a key)
+        blocking_recall_comparable=_ratio(blocked, comparable) if blocked is not None else None,
+        by_source=by_source,
         by_source_pair=by_pair, by_rule=by_rule,
     )
