@@ -13,6 +13,9 @@
 
 {#- the largest block (records sharing one key) a key type may expand into pairs -#}
 {% macro blocking_block_bound(key_type_column) -%}
-    case when {{ key_type_column }} = {{ blocking_key_code('name_pair') }}
-        then {{ var('max_name_block_size') }} else {{ var('max_block_size') }} end
+    case {{ key_type_column }}
+        when {{ blocking_key_code('name_pair') }} then {{ var('max_name_block_size') }}
+        when {{ blocking_key_code('name_triple') }} then {{ var('max_name_triple_block_size', 10) }}
+        else {{ var('max_block_size') }}
+    end
 {%- endmacro %}

@@ -7,8 +7,32 @@
     `max_fuzzy_identifier_length` characters); unordered pairs of name tokens (robust to swapped
     order, a missing second surname, one typo in a name of three or more tokens), from the first
     `max_name_key_tokens` tokens, and unordered triples from the first `max_name_triple_tokens`. -#}
+{#- name particles left out of name keys -#}
+{% macro name_particles() -%}
+    {{ return(['de', 'del', 'la', 'las', 'los', 'y', 'da', 'das', 'do', 'dos', 'van', 'von', 'di']) }}
+{%- endmacro %}
+
+{#- The distinct name tokens of a sorted name as a text array, particles and one-letter initials
+    left out; null when none is left (no name to compare). -#}
+{% macro name_token_set(name_column) -%}
+    nullif(array(
+        select distinct name_token
+        from unnest(string_to_array({{ name_column }}, ' ')) as token_list (name_token)
+        where length(name_token) > 1
+            and name_token not in ('{{ name_particles() | join("', '") }}')
+    ), '{}')
+{%- endmacro %}
+
+{#- Whether two records' one-deletion key is worth a pair: their names share a token, or one of
+    them has no name. A one-edit identifier links only with agreeing names (phone_close_name,
+    document_close_name), and names that agree share a token but in the rarest of typo sets;
+    random neighbours (at 1M records every 8-digit number has several) mostly share none. -#}
+{% macro fuzzy_names_compatible(left_tokens, right_tokens) -%}
+    coalesce({{ left_tokens }} && {{ right_tokens }}, true)
+{%- endmacro %}
+
 {% macro blocking_key_ctes(records, prefix='') -%}
-{%- set particles = ['de', 'del', 'la', 'las', 'los', 'y', 'da', 'das', 'do', 'dos', 'van', 'von', 'di'] %}
+{%- set particles = name_particles() %}
 {%- set max_fuzzy = var('max_fuzzy_identifier_length', 20) %}
 {%- set max_tokens = var('max_name_key_tokens', 8) %}
 {%- set max_triple_tokens = var('max_name_triple_tokens', 6) %}
