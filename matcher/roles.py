@@ -36,7 +36,7 @@ from matcher.errors import MatcherError
 DBT_FIXED_SCHEMAS = ("staging", "intermediate", "ops")
 OPS_SCHEMA = "ops"
 # The ops views the matcher's queue sync reads (matcher/runner.py, Run._sync_queue).
-MATCHER_OPS_VIEWS = ("ops_kpi_red_backlog", "ops_identity_gap_analysis")
+MATCHER_OPS_VIEWS = ("ops_kpi_red_lead_history",)
 # The matcher's input, built by dbt (runner.CANDIDATE_CONTRACT).
 MATCHER_INPUT_TABLES = ("identity_candidates", "identity_records", "identity_pending_records")
 

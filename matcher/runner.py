@@ -59,7 +59,7 @@ CANDIDATE_CONTRACT = {
 
 
 # the per-batch write statements, in order (RunResult.detail keys)
-STATEMENT_NAMES = ("write_person_keys", "write_registry", "write_links", "write_conflicts", "write_attempts")
+STATEMENT_NAMES = ("write_registry", "write_links", "write_conflicts", "write_attempts")
 
 # decision codes in the uploaded node table
 LINK_NEW, LINK_EXISTING, CONFLICT = 1, 2, 3
@@ -206,6 +206,7 @@ class Run:
     # ---------------------------------------------------------------- work
     def _work(self, conn: psycopg.Connection, handle: RunHandle, r: RunResult) -> None:
         t0 = time.perf_counter()
+        conn.execute("select set_config('work_mem', %s, false)", (self.cfg.work_mem,))
         self.check_contract(conn)
         due_count = self._select_due(conn, r)
         r.timings["select_due"] = time.perf_counter() - t0
@@ -552,10 +553,20 @@ class Run:
         # as it was before this run wrote anything (it is a view: a record leaves it as soon as its
         # link is written), whether it was due, and an index on the batch each statement reads.
         conn.execute("drop table if exists pg_temp.work")
+        # A new component's person key derives from the smallest record key among its new-person
+        # records (a component is never split across batches, so this is the same per batch).
+        cols = ("record_uid", "component", "batch", "decision", "match_rule", "match_score", "probability",
+                "name_similarity", "phone", "document", "email", "plate", "name", "component_size",
+                "conflict_kind", "conflict_persons")
         conn.execute(self.q(
-            "create temp table work as select n.*, p.source_table, p.source_pk, p.event_at, p.fingerprint,"
+            "create temp table work as select {cols},"
+            " case when n.decision = 1 then md5(min(p.source_table || ':' || p.source_pk)"
+            "   filter (where n.decision = 1) over (partition by n.component))::uuid"
+            " else n.person_key end as person_key,"
+            " p.source_table, p.source_pk, p.event_at, p.fingerprint,"
             " exists (select 1 from due d where d.record_uid = n.record_uid) as is_due"
-            " from nodes n join {ident}.identity_pending_records p using (record_uid)"))
+            " from nodes n join {ident}.identity_pending_records p using (record_uid)",
+            cols=sql.SQL(", ").join(sql.Identifier("n", c) for c in cols)))
         conn.execute("create index on work (batch)")
         conn.execute("analyze work")
 
@@ -574,13 +585,7 @@ class Run:
             + ", ".join(f"('{name}', '{conf}')" for name, conf in fixed_rules)
             + ") v(rule_name, conf) where v.rule_name = n.match_rule)"
         )
-        new_key = "md5(min(n.source_table || ':' || n.source_pk) over (partition by n.component))::uuid"
         statements = [
-            # person keys for new components: derived from the smallest record key of the component
-            "update work w set person_key = k.key from ("
-            " select n.record_uid, " + new_key + " as key"
-            " from work n where n.batch = %(b)s and n.decision = 1) k"
-            " where w.batch = %(b)s and w.record_uid = k.record_uid",
             "insert into {canon}.identity_registry (person_key, created_by_run)"
             " select distinct person_key, %(run)s from work n where n.batch = %(b)s and n.decision = 1"
             " on conflict (person_key) do nothing",
@@ -625,9 +630,9 @@ class Run:
                 # origins for the persons this batch touched, in the same transaction
                 with r.clock("write_origins"):
                     written = origins.backfill(conn, self.cfg, r.run_id, batch_persons, {"b": b})
-                r.new_persons += counts[1]
-                r.matched += counts[2]
-                r.rows_written += sum(counts[1:]) + written
+                r.new_persons += counts[0]
+                r.matched += counts[1]
+                r.rows_written += sum(counts) + written
                 r.origins_written += written
             handle.heartbeat(self.cfg.canon_schema)
             if self.kill_after_batch and b + 1 >= self.kill_after_batch:
@@ -660,16 +665,19 @@ class Run:
 
     def _sync_queue(self, conn, run_id: int) -> int:
         """Keep the recovery queue equal to the red-KPI backlog, with this run's attempts applied."""
-        backlog = conn.execute("select to_regclass('ops.ops_kpi_red_backlog')").fetchone()[0]
-        if backlog is None:
-            log.warning("ops.ops_kpi_red_backlog is not built yet: recovery queue not synced (run dbt build)")
+        history = conn.execute("select to_regclass('ops.ops_kpi_red_lead_history')").fetchone()[0]
+        if history is None:
+            log.warning("ops.ops_kpi_red_lead_history is not built yet: recovery queue not synced (run dbt build)")
             return 0
         written = 0
-        # Snapshot the two views once: joining them repeatedly makes the planner re-evaluate them.
-        conn.execute("drop table if exists pg_temp.backlog_now, pg_temp.gap_now")
+        # One snapshot of the lead history (what ops_identity_gap_analysis says of every lead, and
+        # whether it is in the red backlog: ops_kpi_red_backlog is exactly its is_in_backlog rows),
+        # so the leads' state is derived once, and joins do not make the planner re-evaluate views.
+        conn.execute("drop table if exists pg_temp.gap_now, pg_temp.backlog_now")
         conn.execute("create temp table gap_now as select lead_source_table, lead_source_pk, lead_at, gap_reason,"
-                     " last_fail_reason from ops.ops_identity_gap_analysis")
-        conn.execute("create temp table backlog_now as select lead_source_table, lead_source_pk from ops.ops_kpi_red_backlog")
+                     " last_fail_reason, is_in_backlog from ops.ops_kpi_red_lead_history")
+        conn.execute("create temp table backlog_now as select lead_source_table, lead_source_pk from gap_now"
+                     " where is_in_backlog")
         # hash indexes: equality lookups on keys of any length (a btree entry is limited to ~2.7 kB)
         conn.execute("create index on gap_now using hash (lead_source_pk)")
         conn.execute("create index on backlog_now using hash (lead_source_pk)")

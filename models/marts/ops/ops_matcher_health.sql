@@ -9,10 +9,6 @@ links as (
     select * from {{ ref('stg_canon__identity_links') }}
 ),
 
-backlog as (
-    select * from {{ ref('ops_kpi_red_backlog') }}
-),
-
 recovery_metrics as (
     select * from {{ ref('ops_kpi_red_recovery_metrics_daily') }}
 ),
@@ -43,8 +39,11 @@ recent_links as (
         and linked_at <= {{ as_of() }}
 ),
 
+-- the as_of day's backlog_end is the backlog view's count (a tested invariant of the daily
+-- metrics): read from there, the lead history is derived once for this view, not twice
 backlog_size as (
-    select count(*) as backlog_size from backlog
+    select coalesce(max(backlog_end) filter (where metric_date = cast({{ as_of() }} as date)), 0) as backlog_size
+    from recovery_metrics
 ),
 
 -- the last `health_backlog_rate_days` days of the daily metrics, the as_of day included
