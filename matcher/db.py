@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 EMBEDDED_DBNAME = "fleet_identity"
 CONNECT_TIMEOUT = 10
+# Server settings of the embedded Postgres (applied with ALTER SYSTEM, all reloadable): its
+# defaults are sized for a laptop demo of 2008. The KPI views hash and sort every lead, so
+# dashboards and the queue sync keep their work in memory; bulk loads of millions of candidate
+# pairs do not force a checkpoint every gigabyte of WAL. A server of your own keeps its settings.
+EMBEDDED_SETTINGS = {"work_mem": "64MB", "max_wal_size": "8GB"}
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,25 @@ def start_embedded(project: Path) -> Path:
             f"could not start the embedded Postgres in {state / 'pgdata'}: {type(exc).__name__}: {exc}"
         ) from exc
     info = server.get_postmaster_info()
-    return Path(info.socket_dir)
+    socket_dir = Path(info.socket_dir)
+    _apply_embedded_settings(socket_dir)
+    return socket_dir
+
+
+def _apply_embedded_settings(socket_dir: Path) -> None:
+    with psycopg.connect(host=str(socket_dir), user="postgres", dbname="postgres", autocommit=True,
+                         connect_timeout=CONNECT_TIMEOUT) as conn:
+        changed = False
+        for name, value in EMBEDDED_SETTINGS.items():
+            current = conn.execute(
+                "select setting from pg_settings where name = %s and source = 'configuration file'"
+                " and sourcefile like %s", (name, "%postgresql.auto.conf")).fetchone()
+            if current is None or conn.execute("select current_setting(%s) <> %s",
+                                                (name, value)).fetchone()[0]:
+                conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+                changed = True
+        if changed:
+            conn.execute("select pg_reload_conf()")
 
 
 def ensure_database(admin: Database, dbname: str) -> None:

@@ -264,3 +264,12 @@ def test_explain_shows_masked_identifiers_candidates_and_outcome(pipeline_db, pc
     assert data["record"]["identifiers"]["phone"] == phone[:2] + "*" * 5 + phone[-2:]
     missing = CliRunner().invoke(cli, ["explain", "drivers", "NO-SUCH-KEY"], env=env_for(pipeline_db.db, ROOT / ".matcher" / "unused"))
     assert missing.exit_code == 1 and "no record drivers/NO-SUCH-KEY" in missing.output
+
+
+def test_embedded_server_runs_with_its_settings(pconn):
+    from matcher import db
+
+    if db.uses_external_server():
+        pytest.skip("a server of your own keeps its own settings")
+    for name, value in db.EMBEDDED_SETTINGS.items():
+        assert pconn.execute("select current_setting(%s)", (name,)).fetchone()[0] == value
