@@ -6,29 +6,21 @@
     transposition, insertion or deletion still meets its twin; only for identifiers of at most
     `max_fuzzy_identifier_length` characters); unordered pairs of name tokens (robust to swapped
     order, a missing second surname, one typo in a name of three or more tokens), from the first
-    `max_name_key_tokens` tokens, and unordered triples from the first `max_name_triple_tokens`. -#}
+    `max_name_key_tokens` tokens, and unordered triples from the first `max_name_triple_tokens`.
+    One-deletion keys carry their record's name signature (fuzzy_names_compatible). -#}
 {#- name particles left out of name keys -#}
 {% macro name_particles() -%}
     {{ return(['de', 'del', 'la', 'las', 'los', 'y', 'da', 'das', 'do', 'dos', 'van', 'von', 'di']) }}
 {%- endmacro %}
 
-{#- The distinct name tokens of a sorted name as a text array, particles and one-letter initials
-    left out; null when none is left (no name to compare). -#}
-{% macro name_token_set(name_column) -%}
-    nullif(array(
-        select distinct name_token
-        from unnest(string_to_array({{ name_column }}, ' ')) as token_list (name_token)
-        where length(name_token) > 1
-            and name_token not in ('{{ name_particles() | join("', '") }}')
-    ), '{}')
-{%- endmacro %}
-
-{#- Whether two records' one-deletion key is worth a pair: their names share a token, or one of
-    them has no name. A one-edit identifier links only with agreeing names (phone_close_name,
-    document_close_name), and names that agree share a token but in the rarest of typo sets;
-    random neighbours (at 1M records every 8-digit number has several) mostly share none. -#}
-{% macro fuzzy_names_compatible(left_tokens, right_tokens) -%}
-    coalesce({{ left_tokens }} && {{ right_tokens }}, true)
+{#- Whether two records' one-deletion key is worth a pair, from their name signatures (a
+    64-bit mask with one bit per name token, by hash): the names share a token (or two tokens
+    share a bit: about one pair in eight of the rest), or one record has no name. A one-edit
+    identifier links only with agreeing names (phone_close_name, document_close_name), and
+    agreeing names share a token but in the rarest of typo sets; random one-edit neighbours
+    (at 1M records every 8-digit number has several) mostly share none. -#}
+{% macro fuzzy_names_compatible(left_signature, right_signature) -%}
+    coalesce(({{ left_signature }} & {{ right_signature }}) <> 0, true)
 {%- endmacro %}
 
 {% macro blocking_key_ctes(records, prefix='') -%}
@@ -92,6 +84,15 @@
     where records.name_sorted is not null
 ),
 
+{{ prefix }}name_signatures as (
+    -- one bit per distinct token (hash mod 64); null for a record without name tokens
+    select record_uid,
+        (select bit_or(1::bigint << (hashtextextended(token, 0) & 63)::integer) from unnest(tokens) as token)
+            as name_signature
+    from {{ prefix }}name_tokens
+    where cardinality(tokens) > 0
+),
+
 {{ prefix }}name_keys as (
     select distinct name_tokens.record_uid, {{ blocking_key_code('name_pair') }} as key_type,
         'np:' || name_tokens.tokens[i] || ' ' || name_tokens.tokens[j] as key_value
@@ -111,11 +112,19 @@
 ),
 
 {{ prefix }}all_keys as (
-    select * from {{ prefix }}exact_keys
+    -- name_signature only on one-deletion keys: identity_candidates pairs their neighbours only
+    -- where fuzzy_names_compatible
+    select record_uid, key_type, key_value, null::bigint as name_signature
+    from {{ prefix }}exact_keys
     union all
-    select * from {{ prefix }}deletion_keys
+    select deletion_keys.record_uid, deletion_keys.key_type, deletion_keys.key_value,
+        name_signatures.name_signature
+    from {{ prefix }}deletion_keys as deletion_keys
+    left join {{ prefix }}name_signatures as name_signatures
+        on name_signatures.record_uid = deletion_keys.record_uid
     union all
-    select * from {{ prefix }}name_keys
+    select record_uid, key_type, key_value, null::bigint
+    from {{ prefix }}name_keys
 ),
 
 {%- endmacro %}

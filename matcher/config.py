@@ -51,7 +51,6 @@ class Config:
     max_component_size: int
     retry_after_hours: float
     max_attempts: int
-    work_mem: str
     origin_source_priority: tuple[str, ...]
     singleton_person_kinds: tuple[str, ...]
     close_max_edits: int
@@ -100,14 +99,6 @@ def _number(data: dict, key: str, where: str, *, minimum: float | None = None, i
     if minimum is not None:
         _need(value >= minimum, f"{where}.{key}", f"must be >= {minimum}, got {value!r}")
     return value
-
-
-def _memory(data: dict, key: str, where: str) -> str:
-    """A Postgres memory setting such as "256MB" (units kB, MB, GB)."""
-    value = data.get(key)
-    _need(isinstance(value, str) and re.fullmatch(r"[1-9][0-9]*\s*(kB|MB|GB)", value.strip()) is not None,
-          f"{where}.{key}", f'expected a size such as "256MB" (kB, MB or GB), got {value!r}')
-    return value.strip()
 
 
 def _parse_rule(i: int, raw: Any) -> Rule:
@@ -203,7 +194,6 @@ def build(data: dict, source: str) -> Config:
         max_component_size=_number(run, "max_component_size", "run", minimum=2, integer=True),
         retry_after_hours=float(_number(run, "retry_after_hours", "run", minimum=0)),
         max_attempts=_number(run, "max_attempts", "run", minimum=1, integer=True),
-        work_mem=_memory(run, "work_mem", "run"),
         origin_source_priority=tuple(priority),
         singleton_person_kinds=tuple(singles),
         close_max_edits=_number(levels, "identifier_close_max_edits", "levels", minimum=1, integer=True),

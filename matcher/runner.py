@@ -206,7 +206,6 @@ class Run:
     # ---------------------------------------------------------------- work
     def _work(self, conn: psycopg.Connection, handle: RunHandle, r: RunResult) -> None:
         t0 = time.perf_counter()
-        conn.execute("select set_config('work_mem', %s, false)", (self.cfg.work_mem,))
         self.check_contract(conn)
         due_count = self._select_due(conn, r)
         r.timings["select_due"] = time.perf_counter() - t0

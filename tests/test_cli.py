@@ -36,21 +36,6 @@ def test_invalid_config_file_is_one_line_exit_3(tmp_path):
     assert "run.batch_size" in result.output
 
 
-@pytest.mark.parametrize("value", ["lots", "256", "0MB", "1TB", 256, "256MB; drop table x"])
-def test_config_rejects_a_bad_work_mem(value):
-    data = config._defaults()
-    data["run"]["work_mem"] = value
-    with pytest.raises(ConfigError, match="run.work_mem"):
-        config.build(data, "test")
-
-
-def test_config_work_mem_default_and_override():
-    data = config._defaults()
-    assert config.build(data, "test").work_mem == "256MB"
-    data["run"]["work_mem"] = " 1GB "
-    assert config.build(data, "test").work_mem == "1GB"
-
-
 def test_config_rejects_rule_without_identifier():
     data = config._defaults()
     data["rules"] = [{"name": "names_only", "when": {"name": ["exact"]}, "min_score": 0, "confidence": "low"}]

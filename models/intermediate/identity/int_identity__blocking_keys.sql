@@ -12,7 +12,8 @@
 -- candidate pair. A key is stored as a 64-bit hash of its type and value, with its type code
 -- (macros/blocking_key_types.sql): compact, and a block is one index lookup away. Every key is
 -- kept; a block's size is taken when pairs are built (identity_candidates), so a record that
--- arrives later still meets the ones already here.
+-- arrives later still meets the ones already here. One-deletion keys carry the record's name
+-- signature (a bit per name token): their neighbours become pairs only where names can agree.
 -- Incremental: the keys of records rewritten since the last run are deleted and built again; a
 -- new record only adds its own.
 
@@ -28,7 +29,7 @@ with records as (
 {{ blocking_key_ctes('records') }}
 
 final as (
-    select record_uid, key_type, hashtextextended(key_value, 0) as key_hash
+    select record_uid, key_type, hashtextextended(key_value, 0) as key_hash, name_signature
     from all_keys
 )
 

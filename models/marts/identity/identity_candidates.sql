@@ -44,7 +44,7 @@ changed as (
 {{ blocking_key_ctes('changed', 'changed_') }}
 
 touched_keys as (
-    select distinct record_uid, key_type, hashtextextended(key_value, 0) as key_hash
+    select distinct record_uid, key_type, hashtextextended(key_value, 0) as key_hash, name_signature
     from changed_all_keys
 ),
 
@@ -55,10 +55,10 @@ blocks as (
     group by keys.key_hash
 ),
 
-block_pairs as (
+joined as (
     select
-        touched_keys.record_uid as touched_uid,
-        keys.record_uid as other_uid,
+        least(touched_keys.record_uid, keys.record_uid) as left_uid,
+        greatest(touched_keys.record_uid, keys.record_uid) as right_uid,
         touched_keys.key_type
     from touched_keys
     inner join blocks on blocks.key_hash = touched_keys.key_hash
@@ -66,21 +66,8 @@ block_pairs as (
         on keys.key_hash = touched_keys.key_hash
         and keys.record_uid <> touched_keys.record_uid
     where blocks.block_size <= {{ blocking_block_bound('touched_keys.key_type') }}
-),
-
-joined as (
-    select least(touched_uid, other_uid) as left_uid, greatest(touched_uid, other_uid) as right_uid, key_type
-    from block_pairs
-    where key_type not in ({{ blocking_key_code('phone_fuzzy') }}, {{ blocking_key_code('document_fuzzy') }})
-    union all
-    -- one-deletion neighbours only where the names allow a link (macros/blocking_keys.sql)
-    select least(touched_uid, other_uid), greatest(touched_uid, other_uid), block_pairs.key_type
-    from block_pairs
-    inner join changed on changed.record_uid = block_pairs.touched_uid
-    inner join {{ ref('int_identity__records_usable') }} as other
-        on other.record_uid = block_pairs.other_uid
-    where block_pairs.key_type in ({{ blocking_key_code('phone_fuzzy') }}, {{ blocking_key_code('document_fuzzy') }})
-        and {{ fuzzy_names_compatible(name_token_set('changed.name_sorted'), name_token_set('other.name_sorted')) }}
+        and (touched_keys.key_type not in ({{ blocking_key_code('phone_fuzzy') }}, {{ blocking_key_code('document_fuzzy') }})
+            or {{ fuzzy_names_compatible('touched_keys.name_signature', 'keys.name_signature') }})
 ),
 
 {% else %}
@@ -93,37 +80,19 @@ blocks as (
 ),
 
 kept as (
-    select keys.record_uid, keys.key_type, keys.key_hash
+    select keys.record_uid, keys.key_type, keys.key_hash, keys.name_signature
     from {{ ref('int_identity__blocking_keys') }} as keys
     inner join blocks on blocks.key_hash = keys.key_hash
     where blocks.block_size <= {{ blocking_block_bound('blocks.key_type') }}
-),
-
--- one-deletion keys carry their record's name tokens: a pair is made only where the names
--- allow a link (macros/blocking_keys.sql, fuzzy_names_compatible)
-record_tokens as (
-    select record_uid, {{ name_token_set('name_sorted') }} as tokens
-    from {{ ref('int_identity__records_usable') }}
-    where not is_deleted and name_sorted is not null
-),
-
-kept_fuzzy as (
-    select kept.record_uid, kept.key_type, kept.key_hash, record_tokens.tokens
-    from kept
-    left join record_tokens on record_tokens.record_uid = kept.record_uid
-    where kept.key_type in ({{ blocking_key_code('phone_fuzzy') }}, {{ blocking_key_code('document_fuzzy') }})
 ),
 
 joined as (
     select a.record_uid as left_uid, b.record_uid as right_uid, a.key_type
     from kept as a
     inner join kept as b on b.key_hash = a.key_hash and a.record_uid < b.record_uid
+    -- one-deletion neighbours only where the names can agree (macros/blocking_keys.sql)
     where a.key_type not in ({{ blocking_key_code('phone_fuzzy') }}, {{ blocking_key_code('document_fuzzy') }})
-    union all
-    select a.record_uid, b.record_uid, a.key_type
-    from kept_fuzzy as a
-    inner join kept_fuzzy as b on b.key_hash = a.key_hash and a.record_uid < b.record_uid
-    where {{ fuzzy_names_compatible('a.tokens', 'b.tokens') }}
+        or {{ fuzzy_names_compatible('a.name_signature', 'b.name_signature') }}
 ),
 
 {% endif %}
