@@ -48,6 +48,8 @@ class Round:
     matcher_peak_mb: float | None = None
     rows_written: int | None = None
     matcher_detail: dict = field(default_factory=dict)
+    dbt_model_seconds: dict = field(default_factory=dict)
+    ops_view_seconds: dict = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -56,7 +58,8 @@ class Round:
     def as_dict(self) -> dict:
         return {"round": self.name, "total_seconds": round(self.total, 3), "matcher_peak_mb": self.matcher_peak_mb,
                 "rows_written": self.rows_written, "phases": [p.as_dict() for p in self.phases],
-                "matcher_detail_seconds": self.matcher_detail}
+                "matcher_detail_seconds": self.matcher_detail,
+                "dbt_model_seconds": self.dbt_model_seconds, "ops_view_seconds": self.ops_view_seconds}
 
 
 def _timed(fn):
@@ -99,13 +102,16 @@ def _layer(unique_id: str) -> str:
     return "dbt_candidates"
 
 
-def _dbt_round(db: Database, project: Path, cfg: Config) -> list[Phase]:
+def _dbt_round(db: Database, project: Path, cfg: Config) -> tuple[list[Phase], dict[str, float]]:
     """One `dbt run` of the whole project, as the scheduled job runs it; its wall time split into
     the layers' own model times (dbt's run_results.json) and dbt's start-up and parsing."""
     target = Path(os.environ.get("MATCHER_DBT_TARGET_PATH", state_dir(project) / "target"))
     _, wall = _timed(lambda: dbt.invoke(db, project, ["run", "--quiet"], target_path=target, quiet=True))
     results = json.loads((target / "run_results.json").read_text())["results"]
     seconds: dict[str, float] = {}
+    # the identity models one by one (dbt's own execution times, threads not rescaled)
+    per_model = {res["unique_id"].rsplit(".", 1)[-1]: round(float(res.get("execution_time") or 0.0), 3)
+                 for res in results if _layer(res["unique_id"]) == "dbt_candidates"}
     for res in results:
         layer = _layer(res["unique_id"])
         seconds[layer] = seconds.get(layer, 0.0) + float(res.get("execution_time") or 0.0)
@@ -125,7 +131,7 @@ def _dbt_round(db: Database, project: Path, cfg: Config) -> list[Phase]:
                 sql.Identifier(cfg.identity_schema)).as_string())
         phases.append(Phase(layer, layer_s, rows, "records" if layer == "dbt_staging" else "pairs"))
     phases.append(Phase("dbt_startup", max(wall - sum(p.seconds for p in phases), 0.0), None))
-    return phases
+    return phases, per_model
 
 
 _STARTUP: dict[str, float] = {}
@@ -141,7 +147,8 @@ def dbt_startup(db: Database, project: Path) -> float:
 
 def _pipeline_round(name: str, db: Database, project: Path, cfg: Config, env_extra: dict[str, str]) -> Round:
     rnd = Round(name)
-    rnd.phases += _dbt_round(db, project, cfg)
+    dbt_phases, rnd.dbt_model_seconds = _dbt_round(db, project, cfg)
+    rnd.phases += dbt_phases
     result, seconds, peak = _matcher_run(db, project, env_extra)
     t = result["timings"]
     pairs = result["pairs_scored"]
@@ -156,8 +163,10 @@ def _pipeline_round(name: str, db: Database, project: Path, cfg: Config, env_ext
     rnd.matcher_peak_mb = round(peak, 1)
     rnd.rows_written = result["rows_written"]
     rnd.matcher_detail = result.get("detail", {})
-    _, s = _timed(lambda: [_count(db, f"select count(*) from ops.{v}") for v in OPS_VIEWS])
-    rnd.phases.append(Phase("ops_views_read", s, None))
+    for view in OPS_VIEWS:
+        _, rnd.ops_view_seconds[view] = _timed(lambda view=view: _count(db, f"select count(*) from ops.{view}"))
+        rnd.ops_view_seconds[view] = round(rnd.ops_view_seconds[view], 3)
+    rnd.phases.append(Phase("ops_views_read", sum(rnd.ops_view_seconds.values()), None))
     return rnd
 
 
@@ -178,6 +187,7 @@ def run_benchmark(db: Database, project: Path, cfg: Config, *, leads: int, drive
     rest = _pipeline_round("full", db, project, cfg, env_extra)
     full.phases += rest.phases
     full.matcher_peak_mb, full.rows_written, full.matcher_detail = rest.matcher_peak_mb, rest.rows_written, rest.matcher_detail
+    full.dbt_model_seconds, full.ops_view_seconds = rest.dbt_model_seconds, rest.ops_view_seconds
     rounds.append(full)
     if with_tests:
         _, s = _timed(lambda: dbt.invoke(db, project, ["test", "--quiet"], quiet=True))

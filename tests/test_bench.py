@@ -29,6 +29,10 @@ def test_bench_rounds_phases_and_figures(server, tmp_path, monkeypatch):
     assert {p["phase"]: p for p in rounds["no_change"]["phases"]}["matcher_select_due"]["records"] == 0
     assert rounds["full"]["rows_written"] > 450 and rounds["full"]["matcher_peak_mb"] > 0
     assert {"read_pairs", "read_records", "write_links", "write_queue"} <= set(rounds["full"]["matcher_detail_seconds"])
+    assert {"int_identity__blocking_keys", "identity_candidates"} <= set(rounds["full"]["dbt_model_seconds"])
+    assert set(rounds["full"]["ops_view_seconds"]) == set(bench.OPS_VIEWS)
+    views = {p["phase"]: p for p in rounds["full"]["phases"]}["ops_views_read"]["seconds"]
+    assert abs(views - sum(rounds["full"]["ops_view_seconds"].values())) < 0.01
     for rnd in rounds.values():
         assert abs(rnd["total_seconds"] - sum(p["seconds"] for p in rnd["phases"])) < 0.01
         assert all(p["seconds"] >= 0 for p in rnd["phases"])

@@ -48,11 +48,18 @@ touched_keys as (
     from changed_all_keys
 ),
 
+-- Each touched block is sized and expanded by its own index lookups (lateral, offset 0 keeps
+-- them so): the planner's estimate of the inline keys is far off (generate_series), and a
+-- hash join over every stored key is what a bad estimate would pick instead.
 blocks as (
-    select keys.key_hash, count(*) as block_size
-    from {{ ref('int_identity__blocking_keys') }} as keys
-    where keys.key_hash in (select key_hash from touched_keys)
-    group by keys.key_hash
+    select touched.key_hash, sized.block_size
+    from (select distinct key_hash from touched_keys) as touched
+    cross join lateral (
+        select count(*) as block_size
+        from {{ ref('int_identity__blocking_keys') }} as keys
+        where keys.key_hash = touched.key_hash
+        offset 0
+    ) as sized
 ),
 
 joined as (
@@ -62,10 +69,14 @@ joined as (
         touched_keys.key_type
     from touched_keys
     inner join blocks on blocks.key_hash = touched_keys.key_hash
-    inner join {{ ref('int_identity__blocking_keys') }} as keys
-        on keys.key_hash = touched_keys.key_hash
-        and keys.record_uid <> touched_keys.record_uid
-    where blocks.block_size <= {{ blocking_block_bound('touched_keys.key_type') }}
+    cross join lateral (
+        select stored.record_uid, stored.name_signature
+        from {{ ref('int_identity__blocking_keys') }} as stored
+        where stored.key_hash = touched_keys.key_hash
+        offset 0
+    ) as keys
+    where keys.record_uid <> touched_keys.record_uid
+        and blocks.block_size <= {{ blocking_block_bound('touched_keys.key_type') }}
         and (touched_keys.key_type not in ({{ blocking_key_code('phone_fuzzy') }}, {{ blocking_key_code('document_fuzzy') }})
             or {{ fuzzy_names_compatible('touched_keys.name_signature', 'keys.name_signature') }})
 ),
