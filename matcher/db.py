@@ -142,11 +142,7 @@ def _apply_embedded_settings(socket_dir: Path) -> None:
                          connect_timeout=CONNECT_TIMEOUT) as conn:
         changed = False
         for name, value in EMBEDDED_SETTINGS.items():
-            current = conn.execute(
-                "select setting from pg_settings where name = %s and source = 'configuration file'"
-                " and sourcefile like %s", (name, "%postgresql.auto.conf")).fetchone()
-            if current is None or conn.execute("select current_setting(%s) <> %s",
-                                                (name, value)).fetchone()[0]:
+            if conn.execute("select current_setting(%s) <> %s", (name, value)).fetchone()[0]:
                 conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
                 changed = True
         if changed:
