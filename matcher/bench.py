@@ -164,8 +164,8 @@ def _pipeline_round(name: str, db: Database, project: Path, cfg: Config, env_ext
     rnd.rows_written = result["rows_written"]
     rnd.matcher_detail = result.get("detail", {})
     for view in OPS_VIEWS:
-        _, rnd.ops_view_seconds[view] = _timed(lambda view=view: _count(db, f"select count(*) from ops.{view}"))
-        rnd.ops_view_seconds[view] = round(rnd.ops_view_seconds[view], 3)
+        _, s = _timed(lambda: _count(db, f"select count(*) from ops.{view}"))
+        rnd.ops_view_seconds[view] = round(s, 3)
     rnd.phases.append(Phase("ops_views_read", sum(rnd.ops_view_seconds.values()), None))
     return rnd
 

@@ -554,9 +554,9 @@ class Run:
         conn.execute("drop table if exists pg_temp.work")
         # A new component's person key derives from the smallest record key among its new-person
         # records (a component is never split across batches, so this is the same per batch).
-        cols = ("record_uid", "component", "batch", "decision", "match_rule", "match_score", "probability",
-                "name_similarity", "phone", "document", "email", "plate", "name", "component_size",
-                "conflict_kind", "conflict_persons")
+        cols = [name for (name,) in conn.execute(
+            "select attname from pg_attribute where attrelid = 'pg_temp.nodes'::regclass"
+            " and attnum > 0 and not attisdropped and attname <> 'person_key' order by attnum")]
         conn.execute(self.q(
             "create temp table work as select {cols},"
             " case when n.decision = 1 then md5(min(p.source_table || ':' || p.source_pk)"
