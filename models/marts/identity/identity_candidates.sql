@@ -49,25 +49,43 @@ touched_keys as (
     from changed_all_keys
 ),
 
--- Each touched block is read once by its own index lookup (lateral, offset 0 keeps it so),
--- sized as it is now and expanded into pairs: the planner's estimate of the inline keys is far
--- off (generate_series), and a hash join over every stored key is what it would pick instead.
+-- Each touched block is sized, then expanded, by its own index lookups (lateral, offset 0
+-- keeps them so): the planner's estimate of the inline keys is far off (generate_series), and a
+-- hash join over every stored key is what a bad estimate would pick instead. Sizing first, by
+-- an index-only count that stops past the largest bound, keeps the huge blocks (a common
+-- surname pair holds thousands of records at 1M leads) from being read at all: sizing and
+-- expanding in one lookup (a window count) took this model from 6 s to 50 s for 10k new leads.
+blocks as (
+    select touched.key_hash, sized.block_size
+    from (select distinct key_hash from touched_keys) as touched
+    cross join lateral (
+        select count(*) as block_size
+        from (
+            select 1
+            from {{ ref('int_identity__blocking_keys') }} as keys
+            where keys.key_hash = touched.key_hash
+            limit {{ [var('max_block_size'), var('max_name_block_size'), var('max_name_triple_block_size', 10)] | max + 1 }}
+        ) as block_rows
+    ) as sized
+),
+
 joined as (
     select
-        least(touched_keys.record_uid, block.record_uid) as left_uid,
-        greatest(touched_keys.record_uid, block.record_uid) as right_uid,
+        least(touched_keys.record_uid, keys.record_uid) as left_uid,
+        greatest(touched_keys.record_uid, keys.record_uid) as right_uid,
         touched_keys.key_type
     from touched_keys
+    inner join blocks on blocks.key_hash = touched_keys.key_hash
     cross join lateral (
-        select stored.record_uid, stored.name_signature, count(*) over () as block_size
+        select stored.record_uid, stored.name_signature
         from {{ ref('int_identity__blocking_keys') }} as stored
         where stored.key_hash = touched_keys.key_hash
         offset 0
-    ) as block
-    where block.record_uid <> touched_keys.record_uid
-        and block.block_size <= {{ blocking_block_bound('touched_keys.key_type') }}
+    ) as keys
+    where keys.record_uid <> touched_keys.record_uid
+        and blocks.block_size <= {{ blocking_block_bound('touched_keys.key_type') }}
         and (touched_keys.key_type not in ({{ blocking_key_code('phone_fuzzy') }}, {{ blocking_key_code('document_fuzzy') }})
-            or {{ fuzzy_names_compatible('touched_keys.name_signature', 'block.name_signature') }})
+            or {{ fuzzy_names_compatible('touched_keys.name_signature', 'keys.name_signature') }})
 ),
 
 {% else %}
