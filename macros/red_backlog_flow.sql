@@ -1,10 +1,11 @@
 {#- The red-KPI backlog flow, day by day, from each lead's exact entry and exit
-    (ops_kpi_red_lead_history): one macro behind ops_kpi_red_recovery_metrics_daily
-    (by_source=false) and ..._by_source (by_source=true), so the two cannot drift apart. -#}
+    (stg_canon__red_lead_history: ops_kpi_red_lead_history as the matcher last kept it): one
+    macro behind ops_kpi_red_recovery_metrics_daily (by_source=false) and ..._by_source
+    (by_source=true), so the two cannot drift apart. -#}
 {% macro red_backlog_flow(by_source) -%}
 {%- set grain = "lead_source_table" if by_source else "'all'::text" -%}
 with lead_history as (
-    select * from {{ ref('ops_kpi_red_lead_history') }}
+    select * from {{ ref('stg_canon__red_lead_history') }}
 ),
 
 attempts as (

@@ -20,7 +20,7 @@ from rich.table import Table
 from matcher import config as config_mod
 from matcher import db as db_mod
 from matcher import dbt as dbt_mod
-from matcher import demo, runner
+from matcher import backlog, demo, runner
 from matcher.errors import DatabaseUnavailable, MatcherError
 
 console = Console()
@@ -295,9 +295,11 @@ def origins_backfill(ctx: Context):
     from matcher import origins as origins_mod
 
     with runner.locked_run(ctx.db, ctx.config, "backfill-origins") as handle:
-        with ctx.db.connect(autocommit=True) as conn, conn.transaction():
-            written = origins_mod.backfill(conn, ctx.config, handle.run_id)
-        handle.counts = {"origins_written": written, "rows_written": written}
+        with ctx.db.connect(autocommit=True) as conn:
+            with conn.transaction():
+                written = origins_mod.backfill(conn, ctx.config, handle.run_id)
+            state_rows = backlog.refresh(conn, ctx.config, handle.run_id)
+        handle.counts = {"origins_written": written, "rows_written": written + state_rows}
     console.print(f"run {handle.run_id}: {written:,} origins written")
 
 
@@ -334,7 +336,8 @@ def origins_repair(ctx: Context, reason, person_key):
     with runner.locked_run(ctx.db, ctx.config, "repair-origins", {"reason": reason, "person": person_key}) as handle:
         with ctx.db.connect(autocommit=True) as conn:
             changed = origins_mod.repair(conn, ctx.config, handle.run_id, reason, person_key)
-        handle.counts = {"rows_written": changed * 2}
+            state_rows = backlog.refresh(conn, ctx.config, handle.run_id)
+        handle.counts = {"rows_written": changed * 2 + state_rows}
     console.print(f"run {handle.run_id}: {changed:,} origins changed, {changed:,} history rows written")
 
 

@@ -35,7 +35,7 @@ from matcher.errors import MatcherError
 # dbt schemas fixed by dbt_project.yml (+schema per folder); the identity schema is configurable.
 DBT_FIXED_SCHEMAS = ("staging", "intermediate", "ops")
 OPS_SCHEMA = "ops"
-# The ops views the matcher's queue sync reads (matcher/runner.py, Run._sync_queue).
+# The ops views the matcher reads to keep the red-KPI state and the queue (matcher/backlog.py).
 MATCHER_OPS_VIEWS = ("ops_kpi_red_lead_history",)
 # The matcher's input, built by dbt (runner.CANDIDATE_CONTRACT).
 MATCHER_INPUT_TABLES = ("identity_candidates", "identity_records", "identity_pending_records")

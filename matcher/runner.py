@@ -14,7 +14,9 @@ Flow (one advisory lock per canon schema, so one run at a time):
    COPY into a temp table, then set-based idempotent upserts of registry, links, origins and
    the append-only attempt log;
 7. write origins for every person that has links but no origin (also legacy links);
-8. close the run with its counts.
+8. bring the red-KPI state of the leads that changed, and their recovery-queue items, in step
+   (matcher/backlog.py);
+9. close the run with its counts.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from matcher import cluster, copyio, origins, scoring
+from matcher import backlog, cluster, copyio, origins, scoring
 from matcher.config import FIELDS, LEVELS, Config
 from matcher.db import Database
 from matcher.errors import CandidateContractError, MatcherError, RunLocked
@@ -223,7 +225,7 @@ class Run:
         r.origins_written += written
         r.rows_written += written
         with r.clock("write_queue"):
-            r.rows_written += self._sync_queue(conn, r.run_id)
+            r.rows_written += backlog.refresh(conn, self.cfg, r.run_id)
         r.timings["write"] = time.perf_counter() - t0
 
         r.pending = conn.execute(
@@ -661,62 +663,6 @@ class Run:
             (r.run_id,),
         ).fetchall()
         r.failed_by_reason = dict(Counter({k: v for k, v in reasons}))
-
-    def _sync_queue(self, conn, run_id: int) -> int:
-        """Keep the recovery queue equal to the red-KPI backlog, with this run's attempts applied."""
-        history = conn.execute("select to_regclass('ops.ops_kpi_red_lead_history')").fetchone()[0]
-        if history is None:
-            log.warning("ops.ops_kpi_red_lead_history is not built yet: recovery queue not synced (run dbt build)")
-            return 0
-        written = 0
-        # One snapshot of the lead history (what ops_identity_gap_analysis says of every lead, and
-        # whether it is in the red backlog: ops_kpi_red_backlog is exactly its is_in_backlog rows),
-        # so the leads' state is derived once, and joins do not make the planner re-evaluate views.
-        conn.execute("drop table if exists pg_temp.gap_now, pg_temp.backlog_now")
-        conn.execute("create temp table gap_now as select lead_source_table, lead_source_pk, lead_at, gap_reason,"
-                     " last_fail_reason, is_in_backlog from ops.ops_kpi_red_lead_history")
-        conn.execute("create temp table backlog_now as select lead_source_table, lead_source_pk from gap_now"
-                     " where is_in_backlog")
-        # hash indexes: equality lookups on keys of any length (a btree entry is limited to ~2.7 kB)
-        conn.execute("create index on gap_now using hash (lead_source_pk)")
-        conn.execute("create index on backlog_now using hash (lead_source_pk)")
-        conn.execute("analyze gap_now")
-        conn.execute("analyze backlog_now")
-        with conn.transaction():
-            for stmt in (
-                # seed: every backlog lead has a queue item
-                "insert into {canon}.recovery_queue (source_table, source_pk, status, lead_at, fail_reason)"
-                " select b.lead_source_table, b.lead_source_pk, 'pending', g.lead_at, g.last_fail_reason"
-                " from backlog_now b join gap_now g using (lead_source_table, lead_source_pk)"
-                " on conflict (source_table, md5(source_pk)) do nothing",
-                # this run's attempts on queued leads
-                "update {canon}.recovery_queue q set attempts = q.attempts + 1, last_attempt_at = a.attempted_at,"
-                " status = case a.outcome when 'matched' then 'matched' else 'failed' end,"
-                " fail_reason = a.fail_reason, record_fingerprint = a.record_fingerprint,"
-                " matched_person_key = a.person_key,"
-                " matched_run_id = case a.outcome when 'matched' then a.run_id end,"
-                " closed_at = case a.outcome when 'matched' then a.attempted_at end, updated_at = clock_timestamp()"
-                " from {canon}.match_attempts a"
-                " where a.run_id = %(run)s and (a.source_table, a.source_pk) = (q.source_table, q.source_pk)",
-                # leads that left the backlog without an attempt of this run: a claim, or a repaired origin
-                "update {canon}.recovery_queue q set"
-                " status = case when l.person_key is not null and g.gap_reason = 'resolved' then 'matched' else 'claimed' end,"
-                " matched_person_key = l.person_key, closed_at = clock_timestamp(), updated_at = clock_timestamp()"
-                " from gap_now g"
-                " left join {canon}.identity_links l on l.source_table = g.lead_source_table"
-                "   and md5(l.source_pk) = md5(g.lead_source_pk) and l.source_pk = g.lead_source_pk"
-                " where (g.lead_source_table, g.lead_source_pk) = (q.source_table, q.source_pk)"
-                " and q.status in ('pending', 'failed')"
-                " and not exists (select 1 from backlog_now b"
-                "   where (b.lead_source_table, b.lead_source_pk) = (q.source_table, q.source_pk))",
-                # leads that came back into the backlog (e.g. an origin became inconsistent)
-                "update {canon}.recovery_queue q set status = 'pending', closed_at = null, updated_at = clock_timestamp()"
-                " from backlog_now b"
-                " where (b.lead_source_table, b.lead_source_pk) = (q.source_table, q.source_pk)"
-                " and q.status in ('matched', 'claimed')",
-            ):
-                written += max(conn.execute(self.q(stmt), {"run": run_id}).rowcount, 0)
-        return written
 
 
 def run(db: Database, config: Config, *, limit: int | None = None, command: str = "run") -> RunResult:

@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
+from psycopg import sql
 from conftest import env_for, throwaway_database
 
+from matcher import backlog
 from matcher.cli import cli
 
 pytestmark = pytest.mark.slow
@@ -32,16 +34,18 @@ def story(server, dbt_target):
         yield db, env
 
 
-def test_links_without_origins_then_one_run_drains_the_gap(story):
+def test_links_without_origins_then_one_run_drains_the_gap(story, cfg):
     db, env = story
     healthy = status(env)
     floor = gap_all(healthy)["no_identity"]
     assert gap_all(healthy)["no_origin"] == 0
 
-    # the seeds' starting point: links were written, origins were not
+    # the seeds' starting point: a run wrote links, not origins (and kept the red-KPI state so)
     with db.connect(autocommit=True) as c:
         persons = c.execute("select count(*) from canon.identity_origin").fetchone()[0]
         c.execute("delete from canon.identity_origin")
+        assert status(env)["backlog"] == healthy["backlog"]   # the KPI views read the last run's state
+        backlog.refresh(c, cfg, None)
     broken = status(env)
     g = gap_all(broken)
     assert g["no_origin"] > g["no_identity"]            # no_origin dominates the gap
@@ -78,23 +82,100 @@ def test_a_claim_takes_a_lead_out_of_the_red_backlog_without_a_link(story):
         before = status(env)
         c.execute("insert into raw.claims (claim_id, driver_id, lead_id, milestone, amount, claimed_at, status)"
                   " values ('CLAIM-TEST-1', null, %s, 1, 50, %s, 'pending')", (lead_pk, datetime.now(UTC)))
+
+    result = CliRunner().invoke(cli, ["run", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    with db.connect(autocommit=True) as c:
         in_backlog = c.execute("select count(*) from ops.ops_kpi_red_backlog where lead_source_pk = %s",
                                (lead_pk,)).fetchone()[0]
         reason, = c.execute("select gap_reason from ops.ops_identity_gap_analysis where lead_source_pk = %s",
                             (lead_pk,)).fetchone()
+        status_, person = c.execute("select status, matched_person_key from canon.recovery_queue"
+                                    " where source_table = 'cabinet_leads' and source_pk = %s", (lead_pk,)).fetchone()
     assert in_backlog == 0
     assert reason == "no_identity"  # still without a link: the claim, not a match, took it out
+    assert status_ == "claimed" and person is None
     after = status(env)
     assert after["backlog"]["size"] == before["backlog"]["size"] - 1
     assert after["today"]["claimed_out"] == before["today"]["claimed_out"] + 1
     assert after["today"]["backlog_end"] == after["backlog"]["size"]
 
+
+def state_differences(c) -> int:
+    """Leads whose kept red-KPI state differs from the live derivation, both ways (multiset)."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, backlog.STATE_COLUMNS))
+    return c.execute(sql.SQL(
+        "select count(*) from ("
+        " (select {c} from ops.ops_kpi_red_lead_history except all select {c} from canon.red_lead_history)"
+        " union all"
+        " (select {c} from canon.red_lead_history except all select {c} from ops.ops_kpi_red_lead_history)) d"
+    ).format(c=cols)).fetchone()[0]
+
+
+def run_json(env) -> dict:
     result = CliRunner().invoke(cli, ["run", "--json"], env=env)
     assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_the_kept_red_state_is_the_live_derivation_and_a_rerun_rewrites_nothing(story):
+    db, env = story
+    run_json(env)
     with db.connect(autocommit=True) as c:
-        status_, person = c.execute("select status, matched_person_key from canon.recovery_queue"
-                                    " where source_table = 'cabinet_leads' and source_pk = %s", (lead_pk,)).fetchone()
-    assert status_ == "claimed" and person is None
+        assert c.execute("select count(*) from canon.red_lead_history").fetchone()[0] > 0
+        assert state_differences(c) == 0
+        # what the KPI views read (with the as_of moments) is the live view, column for column
+        live_cols = [r[0] for r in c.execute(
+            "select column_name from information_schema.columns where table_schema = 'ops'"
+            " and table_name = 'ops_kpi_red_lead_history' order by ordinal_position")]
+        cols = sql.SQL(", ").join(map(sql.Identifier, live_cols))
+        assert c.execute(sql.SQL(
+            "select count(*) from ((select {c} from ops.ops_kpi_red_lead_history"
+            " except all select {c} from staging.stg_canon__red_lead_history)"
+            " union all (select {c} from staging.stg_canon__red_lead_history"
+            " except all select {c} from ops.ops_kpi_red_lead_history)) d").format(c=cols)).fetchone()[0] == 0
+        # the recovery queue holds exactly the backlog's leads as open items
+        open_items = c.execute("select count(*) from canon.recovery_queue where status in ('pending', 'failed')"
+                               ).fetchone()[0]
+        assert open_items == c.execute("select count(*) from ops.ops_kpi_red_backlog").fetchone()[0]
+        kept = c.execute("select lead_record_uid, updated_run_id, updated_at from canon.red_lead_history"
+                         " order by 1").fetchall()
+    again = run_json(env)
+    assert again["rows_written"] == 0
+    with db.connect(autocommit=True) as c:
+        assert c.execute("select lead_record_uid, updated_run_id, updated_at from canon.red_lead_history"
+                         " order by 1").fetchall() == kept
+
+
+def test_a_run_rewrites_the_red_state_of_exactly_the_leads_that_changed(story):
+    db, env = story
+    with db.connect(autocommit=True) as c:
+        # a lead in the backlog gets a claim; a person with two or more leads loses its origin
+        claimed_uid, claimed_pk = c.execute(
+            "select lead_record_uid, lead_source_pk from ops.ops_kpi_red_backlog"
+            " where lead_source_table = 'cabinet_leads' order by lead_source_pk desc limit 1").fetchone()
+        person, = c.execute(
+            "select l.person_key from canon.identity_links l join canon.identity_origin o using (person_key)"
+            " where l.source_table <> 'drivers' group by l.person_key having count(*) >= 2"
+            " order by l.person_key limit 1").fetchone()
+        person_leads = {r[0] for r in c.execute(
+            "select record_uid from canon.identity_links where person_key = %s and source_table <> 'drivers'",
+            (person,))}
+        c.execute("insert into raw.claims (claim_id, driver_id, lead_id, milestone, amount, claimed_at, status)"
+                  " values ('CLAIM-TEST-2', null, %s, 1, 50, now(), 'pending')", (claimed_pk,))
+        c.execute("delete from canon.identity_origin where person_key = %s", (person,))
+    result = run_json(env)
+    assert result["origins_written"] == 1
+    with db.connect(autocommit=True) as c:
+        rewritten = {r[0] for r in c.execute(
+            "select lead_record_uid from canon.red_lead_history where updated_run_id = %s", (result["run_id"],))}
+        assert rewritten == person_leads | {claimed_uid}
+        assert state_differences(c) == 0
+        in_backlog, = c.execute("select is_in_backlog from canon.red_lead_history where lead_record_uid = %s",
+                                (claimed_uid,)).fetchone()
+        queue_status, = c.execute("select status from canon.recovery_queue where source_table = 'cabinet_leads'"
+                                  " and source_pk = %s", (claimed_pk,)).fetchone()
+    assert not in_backlog and queue_status == "claimed"
 
 
 def test_report_and_diagnose(story, tmp_path):

@@ -32,16 +32,22 @@ with
 {%- set changed_keys = {} -%}
 {%- if is_incremental() and execute -%}
     {%- for c in channels -%}
+        {#- materialized: planned for all its rows (a hash anti-join over the loaded records),
+            not for the limit below (which makes the planner probe the record_uid index once per
+            raw row: 2.8 s instead of 1.2 s for 540k cabinet leads) -#}
         {%- set keys_query -%}
-            select staged.{{ c.pk }}
-            from {{ ref(c.model) }} as staged
-            where staged.{{ c.pk }} is not null
-                and not exists (
-                    select 1 from {{ this }} as loaded
-                    where loaded.record_uid = {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }}
-                        and loaded.raw_hash = staged.raw_hash
-                        and not loaded.is_deleted
-                )
+            with changed_keys as materialized (
+                select staged.{{ c.pk }}
+                from {{ ref(c.model) }} as staged
+                where staged.{{ c.pk }} is not null
+                    and not exists (
+                        select 1 from {{ this }} as loaded
+                        where loaded.record_uid = {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }}
+                            and loaded.raw_hash = staged.raw_hash
+                            and not loaded.is_deleted
+                    )
+            )
+            select {{ c.pk }} from changed_keys
             limit {{ var('incremental_inline_keys_limit') + 1 }}
         {%- endset -%}
         {%- do changed_keys.update({c.table: run_query(keys_query).columns[0].values()}) -%}

@@ -1,7 +1,7 @@
 -- The red KPI "leads without identity nor claims": exactly the leads in it now, one row each.
 
 with lead_history as (
-    select * from {{ ref('ops_kpi_red_lead_history') }}
+    select * from {{ ref('stg_canon__red_lead_history') }}
 ),
 
 backlog as (

@@ -1,6 +1,11 @@
 -- One row per lead: whether it is in the red-KPI backlog (no identity nor claims) now, and
 -- when it entered and left it. The daily recovery metrics are counted from these two moments,
 -- so history is exact and ends, on the as_of day, at the current backlog.
+--
+-- This view is the definition, derived live from the links, origins, attempts and claims. The
+-- KPI views read the same rows from stg_canon__red_lead_history: the matcher keeps them in
+-- canon.red_lead_history at the end of every run (only the rows that changed), in the same
+-- transaction as the recovery queue, so the views do not derive every lead's history per read.
 
 with gap_analysis as (
     select * from {{ ref('ops_identity_gap_analysis') }}
@@ -82,37 +87,8 @@ lead_states as (
         on claim_coverage.lead_record_uid = gap_analysis.lead_record_uid
 ),
 
--- Moments are capped at as_of: a lead dated in the future enters the backlog at as_of, and an
--- exit stamped after as_of (a claim dated ahead) happens at as_of, as the backlog view sees it.
-moments as (
-    select
-        *,
-        least(lead_at, {{ as_of() }}) as entered_at,
-        case
-            when not is_in_backlog
-                then coalesce(least(left_at, {{ as_of() }}), least(lead_at, {{ as_of() }}))
-        end as exited_at
-    from lead_states
-),
-
 final as (
-    select
-        lead_record_uid,
-        lead_source_table,
-        lead_source_pk,
-        lead_at,
-        gap_reason,
-        last_fail_reason,
-        last_attempt_at,
-        resolved_at,
-        claim_covered_at,
-        is_in_backlog,
-        exit_kind,
-        entered_at,
-        exited_at,
-        -- a lead that left no later than it entered was never in the backlog
-        exited_at is null or exited_at > entered_at as has_backlog_history
-    from moments
+    {{ red_lead_moments('lead_states') }}
 )
 
 select * from final

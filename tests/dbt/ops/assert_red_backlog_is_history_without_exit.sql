@@ -8,7 +8,7 @@ select
     is_in_backlog,
     exited_at,
     exit_kind
-from {{ ref('ops_kpi_red_lead_history') }} as lead_history
+from {{ ref('stg_canon__red_lead_history') }} as lead_history
 where is_in_backlog <> (gap_reason <> 'resolved' and claim_covered_at is null and exit_kind is null)
     or is_in_backlog <> (exited_at is null)
     or is_in_backlog <> (exit_kind is null)
