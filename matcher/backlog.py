@@ -57,7 +57,7 @@ def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
         sql.SQL(
             "create temp table lead_state_changed as"
             " select coalesce(l.lead_record_uid, k.lead_record_uid) as lead_record_uid,"
-            " l.lead_record_uid is null as is_gone, {live_cols}"
+            " l.lead_record_uid is null as is_gone, k.lead_record_uid is null as is_new, {live_cols}"
             " from lead_state_live l full join {canon}.red_lead_history k on k.lead_record_uid = l.lead_record_uid"
             " where l.lead_record_uid is null or k.lead_record_uid is null or {live_row} is distinct from {kept_row}"
         ).format(
@@ -69,14 +69,13 @@ def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
     # hash index: equality lookups on keys of any length (a btree entry is limited to ~2.7 kB)
     conn.execute("create index on lead_state_changed using hash (lead_source_pk)")
     conn.execute("analyze lead_state_changed")
-    changed = conn.execute(
-        "select count(*) filter (where not is_gone), count(*) filter (where is_gone) from lead_state_changed"
+    new, changed, gone = conn.execute(
+        "select count(*) filter (where is_new), count(*) filter (where not is_new and not is_gone),"
+        " count(*) filter (where is_gone) from lead_state_changed"
     ).fetchone()
-    log.info("run %s: red-KPI state changed for %s leads, %s gone", run_id, f"{changed[0]:,}", f"{changed[1]:,}")
+    log.info("run %s: red-KPI state: %s new leads, %s changed, %s gone", run_id, f"{new:,}", f"{changed:,}", f"{gone:,}")
 
-    updates = sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("excluded", c)) for c in compared
-    )
+    updates = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("c", c)) for c in compared)
 
     def q(text: str) -> sql.Composed:
         return sql.SQL(text).format(canon=canon, cols=cols, updates=updates)
@@ -86,10 +85,11 @@ def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
         for stmt in (
             "delete from {canon}.red_lead_history k using lead_state_changed c"
             " where c.is_gone and k.lead_record_uid = c.lead_record_uid",
+            # new leads by a plain insert (a first run inserts every lead), changed ones by an update
             "insert into {canon}.red_lead_history ({cols}, updated_run_id)"
-            " select {cols}, %(run)s from lead_state_changed where not is_gone"
-            " on conflict (lead_record_uid) do update set {updates},"
-            " updated_run_id = excluded.updated_run_id, updated_at = clock_timestamp()",
+            " select {cols}, %(run)s from lead_state_changed where is_new",
+            "update {canon}.red_lead_history k set {updates}, updated_run_id = %(run)s, updated_at = clock_timestamp()"
+            " from lead_state_changed c where not c.is_gone and not c.is_new and k.lead_record_uid = c.lead_record_uid",
             # seed: every backlog lead has a queue item
             "insert into {canon}.recovery_queue (source_table, source_pk, status, lead_at, fail_reason)"
             " select lead_source_table, lead_source_pk, 'pending', lead_at, last_fail_reason"
