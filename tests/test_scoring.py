@@ -247,3 +247,17 @@ def test_batches_scored_against_shared_values_equal_one_by_one():
         assert np.array_equal(coded.rule, plain.rule) and np.array_equal(coded.score, plain.score)
         for f in scoring.FIELDS:
             assert np.array_equal(coded.levels[f], plain.levels[f])
+
+
+def test_blocking_and_scoring_drop_the_same_name_particles():
+    """Blocking (macros/blocking_keys.sql) and scoring must agree on which tokens carry no identity,
+    or two names scoring `exact` could share no name key. Blocking also drops every one-letter
+    token (initials), so the lists need only agree on longer tokens (scoring also drops "e")."""
+    import re
+    from pathlib import Path
+
+    macro = (Path(__file__).resolve().parents[1] / "macros" / "blocking_keys.sql").read_text()
+    body = re.search(r"macro name_particles\(\).*?return\(\[(.*?)\]\)", macro, re.S)
+    assert body, "name_particles() not found in macros/blocking_keys.sql"
+    blocking = set(re.findall(r"'([^']+)'", body.group(1)))
+    assert {p for p in blocking if len(p) > 1} == {p for p in scoring.NAME_PARTICLES if len(p) > 1}
