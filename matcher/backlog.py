@@ -23,10 +23,11 @@ import psycopg
 from psycopg import sql
 
 from matcher.config import Config
+from matcher.roles import OPS_SCHEMA
 
 log = logging.getLogger(__name__)
 
-LIVE_VIEW = ("ops", "ops_kpi_red_lead_history")
+LIVE_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_history")
 
 # the as_of-independent columns of the live view, kept in canon.red_lead_history
 STATE_COLUMNS = (
