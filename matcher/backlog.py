@@ -91,12 +91,7 @@ def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
             " select {cols}, %(run)s from lead_state_changed where is_new",
             "update {canon}.red_lead_history k set {updates}, updated_run_id = %(run)s, updated_at = clock_timestamp()"
             " from lead_state_changed c where not c.is_gone and not c.is_new and k.lead_record_uid = c.lead_record_uid",
-            # seed: every backlog lead has a queue item
-            "insert into {canon}.recovery_queue (source_table, source_pk, status, lead_at, fail_reason)"
-            " select lead_source_table, lead_source_pk, 'pending', lead_at, last_fail_reason"
-            " from lead_state_changed where not is_gone and is_in_backlog"
-            " on conflict (source_table, md5(source_pk)) do nothing",
-            # this run's attempts on queued leads
+            # this run's attempts on leads already queued
             "update {canon}.recovery_queue q set attempts = q.attempts + 1, last_attempt_at = a.attempted_at,"
             " status = case a.outcome when 'matched' then 'matched' else 'failed' end,"
             " fail_reason = a.fail_reason, record_fingerprint = a.record_fingerprint,"
@@ -105,6 +100,22 @@ def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
             " closed_at = case a.outcome when 'matched' then a.attempted_at end, updated_at = clock_timestamp()"
             " from {canon}.match_attempts a"
             " where a.run_id = %(run)s and (a.source_table, a.source_pk) = (q.source_table, q.source_pk)",
+            # seed: every backlog lead has a queue item; one queued now carries this run's attempt
+            # from the start (the same row the update above gives an item queued before it, without
+            # writing every new item twice: half a million items in a first run)
+            "insert into {canon}.recovery_queue (source_table, source_pk, status, lead_at, fail_reason, attempts,"
+            " last_attempt_at, record_fingerprint, matched_person_key, matched_run_id, closed_at)"
+            " select c.lead_source_table, c.lead_source_pk,"
+            " case a.outcome when 'matched' then 'matched' when 'failed' then 'failed' else 'pending' end,"
+            " c.lead_at, case when a.outcome is null then c.last_fail_reason else a.fail_reason end,"
+            " (a.outcome is not null)::integer, a.attempted_at, a.record_fingerprint, a.person_key,"
+            " case a.outcome when 'matched' then a.run_id end, case a.outcome when 'matched' then a.attempted_at end"
+            " from lead_state_changed c"
+            " left join lateral (select * from {canon}.match_attempts m"
+            "   where m.record_uid = c.lead_record_uid and m.run_id = %(run)s"
+            "   order by m.attempted_at desc, m.attempt_id desc limit 1) a on true"
+            " where not c.is_gone and c.is_in_backlog"
+            " on conflict (source_table, md5(source_pk)) do nothing",
             # leads that left the backlog without an attempt of this run: a claim, or a repaired origin
             "update {canon}.recovery_queue q set"
             " status = case when l.person_key is not null and g.gap_reason = 'resolved' then 'matched' else 'claimed' end,"
