@@ -11,11 +11,22 @@
     {{ blocking_key_types().index(name) + 1 }}::smallint
 {%- endmacro %}
 
-{#- the largest block (records sharing one key) a key type may expand into pairs -#}
+{#- the largest block (records sharing one key) each key type may expand into pairs: the name
+    types their own vars, every other type `max_block_size` (key `default`) -#}
+{% macro blocking_block_bounds() -%}
+    {{ return({
+        'name_pair': var('max_name_block_size'),
+        'name_triple': var('max_name_triple_block_size', 10),
+        'default': var('max_block_size'),
+    }) }}
+{%- endmacro %}
+
+{#- the bound of the key type in `key_type_column`, as SQL -#}
 {% macro blocking_block_bound(key_type_column) -%}
+    {%- set bounds = blocking_block_bounds() -%}
     case {{ key_type_column }}
-        when {{ blocking_key_code('name_pair') }} then {{ var('max_name_block_size') }}
-        when {{ blocking_key_code('name_triple') }} then {{ var('max_name_triple_block_size', 10) }}
-        else {{ var('max_block_size') }}
+        when {{ blocking_key_code('name_pair') }} then {{ bounds['name_pair'] }}
+        when {{ blocking_key_code('name_triple') }} then {{ bounds['name_triple'] }}
+        else {{ bounds['default'] }}
     end
 {%- endmacro %}

@@ -101,15 +101,20 @@ def test_a_claim_takes_a_lead_out_of_the_red_backlog_without_a_link(story):
     assert after["today"]["backlog_end"] == after["backlog"]["size"]
 
 
-def state_differences(c) -> int:
-    """Leads whose kept red-KPI state differs from the live derivation, both ways (multiset)."""
-    cols = sql.SQL(", ").join(map(sql.Identifier, backlog.STATE_COLUMNS))
+def multiset_differences(c, columns, a: tuple[str, str], b: tuple[str, str]) -> int:
+    """Rows of `columns` in relation a and not in b, plus the other way round (multiset)."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    ra, rb = sql.Identifier(*a), sql.Identifier(*b)
     return c.execute(sql.SQL(
-        "select count(*) from ("
-        " (select {c} from ops.ops_kpi_red_lead_history except all select {c} from canon.red_lead_history)"
-        " union all"
-        " (select {c} from canon.red_lead_history except all select {c} from ops.ops_kpi_red_lead_history)) d"
-    ).format(c=cols)).fetchone()[0]
+        "select count(*) from ((select {c} from {a} except all select {c} from {b})"
+        " union all (select {c} from {b} except all select {c} from {a})) d"
+    ).format(c=cols, a=ra, b=rb)).fetchone()[0]
+
+
+def state_differences(c) -> int:
+    """Leads whose kept red-KPI state differs from the live derivation."""
+    return multiset_differences(c, backlog.STATE_COLUMNS, ("ops", "ops_kpi_red_lead_history"),
+                                ("canon", "red_lead_history"))
 
 
 def run_json(env) -> dict:
@@ -128,12 +133,8 @@ def test_the_kept_red_state_is_the_live_derivation_and_a_rerun_rewrites_nothing(
         live_cols = [r[0] for r in c.execute(
             "select column_name from information_schema.columns where table_schema = 'ops'"
             " and table_name = 'ops_kpi_red_lead_history' order by ordinal_position")]
-        cols = sql.SQL(", ").join(map(sql.Identifier, live_cols))
-        assert c.execute(sql.SQL(
-            "select count(*) from ((select {c} from ops.ops_kpi_red_lead_history"
-            " except all select {c} from staging.stg_canon__red_lead_history)"
-            " union all (select {c} from staging.stg_canon__red_lead_history"
-            " except all select {c} from ops.ops_kpi_red_lead_history)) d").format(c=cols)).fetchone()[0] == 0
+        assert multiset_differences(c, live_cols, ("ops", "ops_kpi_red_lead_history"),
+                                    ("staging", "stg_canon__red_lead_history")) == 0
         # the recovery queue holds exactly the backlog's leads as open items
         open_items = c.execute("select count(*) from canon.recovery_queue where status in ('pending', 'failed')"
                                ).fetchone()[0]

@@ -72,7 +72,7 @@ looked_up as (
             select keys.record_uid, keys.name_signature
             from {{ ref('int_identity__blocking_keys') }} as keys
             where keys.key_hash = touched_keys.key_hash
-            limit {{ [var('max_block_size'), var('max_name_block_size'), var('max_name_triple_block_size', 10)] | max + 1 }}
+            limit {{ blocking_block_bounds().values() | max + 1 }}
         ) as stored
     ) as block
     where cardinality(block.uids) <= {{ blocking_block_bound('touched_keys.key_type') }}
