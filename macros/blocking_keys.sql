@@ -1,7 +1,6 @@
-{#- The blocking keys of the records in CTE `records` (record_uid, phone, document_number,
-    email, plate, name_sorted), as CTEs ending in `{{ prefix }}all_keys` (record_uid, key_type,
-    key_value). int_identity__blocking_keys stores them hashed; identity_candidates builds them
-    again for the few records rewritten in an incremental run, to look their blocks up.
+{#- The blocking keys of records, as one select of (record_uid, key_type, key_value,
+    name_signature). int_identity__blocking_keys stores them hashed; identity_candidates builds
+    them again for the few records rewritten in an incremental run, to look their blocks up.
     Keys: exact identifiers; one-deletion keys of phone and document (a single substitution,
     transposition, insertion or deletion still meets its twin; only for identifiers of at most
     `max_fuzzy_identifier_length` characters); unordered pairs of name tokens (robust to swapped
@@ -23,108 +22,92 @@
     coalesce(({{ left_signature }} & {{ right_signature }}) <> 0, true)
 {%- endmacro %}
 
-{% macro blocking_key_ctes(records, prefix='') -%}
-{%- set particles = name_particles() %}
+{#- A record's name tokens for blocking (int_identity__records_usable.name_tokens): the tokens of
+    `name_sorted` without particles and one-letter initials, in byte order (name_sorted is
+    already), the first `max_name_key_tokens`; a repeated token stays (the double surname of
+    "ivan garcia garcia" is part of who he is). Empty for a record without a name. -#}
+{% macro name_key_tokens(name_sorted) -%}
+    array(
+        select name_token collate "C"
+        from unnest(string_to_array({{ name_sorted }}, ' ')) as token_list (name_token)
+        where length(name_token) > 1
+            and name_token not in ('{{ name_particles() | join("', '") }}')
+        order by 1
+        limit {{ var('max_name_key_tokens', 8) }}
+    )
+{%- endmacro %}
+
+{#- A record's name signature: one bit per distinct token (hash mod 64); null without tokens -#}
+{% macro name_signature(tokens) -%}
+    (select bit_or(1::bigint << (hashtextextended(token, 0) & 63)::integer) from unnest({{ tokens }}) as token)
+{%- endmacro %}
+
+{#- True for the first of a run of equal tokens at `position` (positions from `lowest`): the
+    tokens are sorted, so keeping only such positions gives every distinct pair or triple of
+    token values once, a repeated token included ("garcia garcia ivan" -> "garcia garcia",
+    "garcia ivan"), without a distinct over millions of keys. -#}
+{% macro _first_of_run(tokens, position, lowest) -%}
+    ({{ position }} = {{ lowest }} or {{ tokens }}[{{ position }} - 1] <> {{ tokens }}[{{ position }}])
+{%- endmacro %}
+
+{#- The keys of the rows of `relation` (record_uid, phone, document_number, email, plate,
+    name_tokens, name_signature) that satisfy `condition`, as one union-all select of
+    (record_uid, key_type, key_value, name_signature). Every branch reads `relation` itself
+    and nothing is shared through a CTE or a sub-select, so a full build runs it on every core
+    (a CTE scan or a correlated sub-select would keep the whole query on one). Each key of a
+    record comes out once: one deletion position per run of equal characters (deleting either of
+    two equal neighbours gives the same string), one position per run of equal name tokens. -#}
+{% macro blocking_key_rows(relation, condition='true') -%}
 {%- set max_fuzzy = var('max_fuzzy_identifier_length', 20) %}
-{%- set max_tokens = var('max_name_key_tokens', 8) %}
 {%- set max_triple_tokens = var('max_name_triple_tokens', 6) %}
-{{ prefix }}exact_keys as (
-    select record_uid, {{ blocking_key_code('phone') }} as key_type, 'p:' || phone as key_value
-    from {{ records }} as records where phone is not null
-    union all
-    select record_uid, {{ blocking_key_code('document') }}, 'd:' || document_number
-    from {{ records }} as records where document_number is not null
-    union all
-    select record_uid, {{ blocking_key_code('email') }}, 'e:' || email
-    from {{ records }} as records where email is not null
-    union all
-    select record_uid, {{ blocking_key_code('plate') }}, 't:' || plate
-    from {{ records }} as records where plate is not null
-),
-
-{{ prefix }}deletion_keys as (
-    -- deleting either of two equal neighbours gives the same string: keep one position per run
-    select records.record_uid, {{ blocking_key_code('phone_fuzzy') }} as key_type,
-        'pf:' || left(records.phone, position - 1) || substr(records.phone, position + 1) as key_value
-    from {{ records }} as records
-    cross join lateral generate_series(1, length(records.phone)) as position
-    where records.phone is not null
-        and length(records.phone) <= {{ max_fuzzy }}
-        and substr(records.phone, position, 1) is distinct from nullif(substr(records.phone, position + 1, 1), '')
-    union all
-    select records.record_uid, {{ blocking_key_code('document_fuzzy') }},
-        'df:' || left(records.document_number, position - 1) || substr(records.document_number, position + 1)
-    from {{ records }} as records
-    cross join lateral generate_series(1, length(records.document_number)) as position
-    where records.document_number is not null
-        and length(records.document_number) <= {{ max_fuzzy }}
-        and substr(records.document_number, position, 1)
-            is distinct from nullif(substr(records.document_number, position + 1, 1), '')
-    union all
-    -- the whole value too: "Q12345678" minus its "Q" meets "12345678" itself
-    select record_uid, {{ blocking_key_code('document_fuzzy') }}, 'df:' || document_number
-    from {{ records }} as records
-    where document_number is not null and length(document_number) <= {{ max_fuzzy }}
-),
-
-{{ prefix }}name_tokens as (
-    -- tokens of the name, particles and one-letter initials left out, in byte order; a repeated
-    -- token stays (the double surname of "ivan garcia garcia" is part of who he is)
-    select
-        records.record_uid,
-        array(
-            select name_token collate "C"
-            from unnest(string_to_array(records.name_sorted, ' ')) as token_list (name_token)
-            where length(name_token) > 1
-                and name_token not in ('{{ particles | join("', '") }}')
-            order by 1
-            limit {{ max_tokens }}
-        ) as tokens
-    from {{ records }} as records
-    where records.name_sorted is not null
-),
-
-{{ prefix }}name_signatures as (
-    -- one bit per distinct token (hash mod 64); null for a record without name tokens
-    select record_uid,
-        (select bit_or(1::bigint << (hashtextextended(token, 0) & 63)::integer) from unnest(tokens) as token)
-            as name_signature
-    from {{ prefix }}name_tokens
-    where cardinality(tokens) > 0
-),
-
-{{ prefix }}name_keys as (
-    select distinct name_tokens.record_uid, {{ blocking_key_code('name_pair') }} as key_type,
-        'np:' || name_tokens.tokens[i] || ' ' || name_tokens.tokens[j] as key_value
-    from {{ prefix }}name_tokens as name_tokens
-    cross join lateral generate_series(1, cardinality(name_tokens.tokens)) as i
-    cross join lateral generate_series(i + 1, cardinality(name_tokens.tokens)) as j
-    union all
-    -- every three tokens of a name of 3+ tokens (of its first {{ max_triple_tokens }}): far rarer
-    -- than a pair, so it still blocks where a common pair ("jose quispe") exceeds its bound,
-    -- and a 4-token name keeps a key through one typo, a dropped second given name or surname
-    select distinct name_tokens.record_uid, {{ blocking_key_code('name_triple') }},
-        'nt:' || name_tokens.tokens[i] || ' ' || name_tokens.tokens[j] || ' ' || name_tokens.tokens[k]
-    from {{ prefix }}name_tokens as name_tokens
-    cross join lateral generate_series(1, least(cardinality(name_tokens.tokens), {{ max_triple_tokens }})) as i
-    cross join lateral generate_series(i + 1, least(cardinality(name_tokens.tokens), {{ max_triple_tokens }})) as j
-    cross join lateral generate_series(j + 1, least(cardinality(name_tokens.tokens), {{ max_triple_tokens }})) as k
-),
-
-{{ prefix }}all_keys as (
-    -- name_signature only on one-deletion keys: identity_candidates pairs their neighbours only
-    -- where fuzzy_names_compatible
-    select record_uid, key_type, key_value, null::bigint as name_signature
-    from {{ prefix }}exact_keys
-    union all
-    select deletion_keys.record_uid, deletion_keys.key_type, deletion_keys.key_value,
-        name_signatures.name_signature
-    from {{ prefix }}deletion_keys as deletion_keys
-    left join {{ prefix }}name_signatures as name_signatures
-        on name_signatures.record_uid = deletion_keys.record_uid
-    union all
-    select record_uid, key_type, key_value, null::bigint
-    from {{ prefix }}name_keys
-),
-
+{%- set tokens = 'records.name_tokens' %}
+{%- set token_count = 'coalesce(cardinality(records.name_tokens), 0)' %}
+{%- set triple_count = 'least(coalesce(cardinality(records.name_tokens), 0), ' ~ max_triple_tokens ~ ')' %}
+{%- for type, column, prefix in [('phone', 'phone', 'p:'), ('document', 'document_number', 'd:'), ('email', 'email', 'e:'), ('plate', 'plate', 't:')] %}
+select records.record_uid, {{ blocking_key_code(type) }} as key_type, '{{ prefix }}' || records.{{ column }} as key_value,
+    null::bigint as name_signature
+from {{ relation }} as records
+where ({{ condition }}) and records.{{ column }} is not null
+union all
+{%- endfor %}
+select records.record_uid, {{ blocking_key_code('phone_fuzzy') }},
+    'pf:' || left(records.phone, position - 1) || substr(records.phone, position + 1), records.name_signature
+from {{ relation }} as records
+cross join lateral generate_series(1, length(records.phone)) as position
+where ({{ condition }}) and records.phone is not null
+    and length(records.phone) <= {{ max_fuzzy }}
+    and substr(records.phone, position, 1) is distinct from nullif(substr(records.phone, position + 1, 1), '')
+union all
+-- position 0 is the whole value: "Q12345678" minus its "Q" meets "12345678" itself
+select records.record_uid, {{ blocking_key_code('document_fuzzy') }},
+    'df:' || case when position = 0 then records.document_number
+        else left(records.document_number, position - 1) || substr(records.document_number, position + 1) end,
+    records.name_signature
+from {{ relation }} as records
+cross join lateral generate_series(0, length(records.document_number)) as position
+where ({{ condition }}) and records.document_number is not null
+    and length(records.document_number) <= {{ max_fuzzy }}
+    and (position = 0 or substr(records.document_number, position, 1)
+        is distinct from nullif(substr(records.document_number, position + 1, 1), ''))
+union all
+select records.record_uid, {{ blocking_key_code('name_pair') }},
+    'np:' || {{ tokens }}[i] || ' ' || {{ tokens }}[j], null::bigint
+from {{ relation }} as records
+cross join lateral generate_series(1, {{ token_count }}) as i
+cross join lateral generate_series(i + 1, {{ token_count }}) as j
+where ({{ condition }})
+    and {{ _first_of_run(tokens, 'i', '1') }} and {{ _first_of_run(tokens, 'j', 'i + 1') }}
+union all
+-- every three tokens of a name of 3+ tokens (of its first {{ max_triple_tokens }}): far rarer
+-- than a pair, so it still blocks where a common pair ("jose quispe") exceeds its bound,
+-- and a 4-token name keeps a key through one typo, a dropped second given name or surname
+select records.record_uid, {{ blocking_key_code('name_triple') }},
+    'nt:' || {{ tokens }}[i] || ' ' || {{ tokens }}[j] || ' ' || {{ tokens }}[k], null::bigint
+from {{ relation }} as records
+cross join lateral generate_series(1, {{ triple_count }}) as i
+cross join lateral generate_series(i + 1, {{ triple_count }}) as j
+cross join lateral generate_series(j + 1, {{ triple_count }}) as k
+where ({{ condition }})
+    and {{ _first_of_run(tokens, 'i', '1') }} and {{ _first_of_run(tokens, 'j', 'i + 1') }}
+    and {{ _first_of_run(tokens, 'k', 'j + 1') }}
 {%- endmacro %}

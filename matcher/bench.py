@@ -174,6 +174,7 @@ def run_benchmark(db: Database, project: Path, cfg: Config, *, leads: int, drive
                   seed: int = 42, with_tests: bool = False) -> dict:
     env_extra = {"MATCHER_DATABASE_URL": " ".join(f"{k}={v}" for k, v in db.resolved().params.items())}
     rounds: list[Round] = []
+    calibration = calibrate(db)
     with db.connect(autocommit=True) as conn:
         for schema in (cfg.canon_schema, cfg.identity_schema, "intermediate", "staging", "ops"):
             conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
@@ -205,9 +206,27 @@ def run_benchmark(db: Database, project: Path, cfg: Config, *, leads: int, drive
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "leads": leads,
         "drivers": drivers if drivers is not None else leads // 2,
-        "machine": machine(),
+        "machine": machine() | {"calibration_seconds": calibration},
         "rounds": [r.as_dict() for r in rounds],
     }
+
+
+def calibrate(db: Database) -> dict[str, float]:
+    """How fast this machine is right now, by two fixed workloads (best of three): `python`, a
+    pure-Python loop, and `postgres`, hashing 2M strings in one query. A shared machine's speed
+    drifts from day to day (this one's ran the same benchmark up to 2x slower on another day), so
+    figures from different days compare only through these."""
+    def python_loop() -> None:
+        total = 0
+        for i in range(5_000_000):
+            total += i ^ (i >> 3)
+
+    def best(fn) -> float:
+        return round(min(_timed(fn)[1] for _ in range(3)), 3)
+
+    with db.connect(autocommit=True) as conn:
+        query = "select sum(hashtextextended(g::text, 0) & 1) from generate_series(1, 2000000) as g"
+        return {"python": best(python_loop), "postgres": best(lambda: conn.execute(query).fetchone())}
 
 
 def machine() -> dict:
@@ -250,6 +269,14 @@ def write_figures(result: dict, project: Path) -> Path:
     return path
 
 
+def _calibration_note(machine: dict) -> str:
+    cal = machine.get("calibration_seconds")
+    if not cal:
+        return ""
+    return (f" Calibration at the start (`matcher.bench.calibrate`, lower is faster): Python loop"
+            f" {cal['python']:.2f} s, Postgres hashing {cal['postgres']:.2f} s.")
+
+
 def figures_markdown(out_dir: Path) -> str:
     runs = sorted((json.loads(p.read_text()) for p in out_dir.glob("bench_*.json")), key=lambda r: r["leads"])
     lines = [TARGETS, "", "### Scaling", "",
@@ -277,7 +304,7 @@ def figures_markdown(out_dir: Path) -> str:
     for r in runs:
         lines += ["", f"### {r['leads']:,} leads: phases", "",
                   f"Machine: {r['machine']['cpus']} cpus ({r['machine']['cpu']}), {r['machine']['memory_gb']} GB,"
-                  f" Python {r['machine']['python']}.", ""]
+                  f" Python {r['machine']['python']}.{_calibration_note(r['machine'])}", ""]
         for rnd in r["rounds"]:
             lines += [f"**{rnd['round']}**: {rnd['total_seconds']:.1f} s, matcher peak {rnd['matcher_peak_mb']} MB,"
                       f" rows written {rnd['rows_written']:,}", "", "| phase | seconds | count | per second |",

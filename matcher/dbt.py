@@ -7,6 +7,7 @@ Unless the user names a profiles folder (`--profiles-dir` or DBT_PROFILES_DIR), 
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -73,8 +74,24 @@ def invoke(
         if quiet and proc.stdout:
             errors = [ln for ln in proc.stdout.splitlines() if "ERROR" in ln or "FAIL" in ln or "Error" in ln]
             detail = "; ".join(ln.strip() for ln in errors[-5:])
-        raise DbtFailed(f"dbt {args[0]} failed (exit {proc.returncode}){': ' + detail if detail else ''}")
+        hint = _upgrade_hint(target_path)
+        raise DbtFailed(f"dbt {args[0]} failed (exit {proc.returncode}){': ' + detail if detail else ''}{hint}")
     return proc
+
+
+def _upgrade_hint(target_path: Path) -> str:
+    """What to do when an incremental model refused new columns (on_schema_change: fail): the
+    case of an upgrade to a version whose identity models gained columns."""
+    try:
+        results = json.loads((target_path / "run_results.json").read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    refused = sorted(r["unique_id"].rsplit(".", 1)[-1] for r in results
+                     if "out of sync" in (r.get("message") or ""))
+    if not refused:
+        return ""
+    return (f"; the columns of {', '.join(refused)} changed with this version: rebuild the identity models"
+            " once with `matcher dbt run --full-refresh` (the matcher's own tables are kept; docs/runbook.md)")
 
 
 def _restore_ops_views(cmd: list[str], project: Path, db: Database) -> None:

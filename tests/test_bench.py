@@ -46,3 +46,7 @@ def test_bench_rounds_phases_and_figures(server, tmp_path, monkeypatch):
     page = (project / "docs" / "benchmark.md").read_text()
     assert page.startswith("intro\n") and page.endswith("outro\n") and "old" not in page
     assert "| 300 | 150 | 450 |" in page and "incremental_40" in page
+    # the machine's speed that day, so figures from different days can be compared
+    calibration = result["machine"]["calibration_seconds"]
+    assert set(calibration) == {"python", "postgres"} and all(v > 0 for v in calibration.values())
+    assert f"Postgres hashing {calibration['postgres']:.2f} s" in page

@@ -5,6 +5,7 @@
     indexes=[{'columns': ['key_hash']}],
     pre_hook=[
         "{% if is_incremental() %}{{ delete_rows_of_rewritten_records(this, ['record_uid']) }}{% endif %}",
+        "{% if not is_incremental() %}{{ blocking_key_full_build_settings() }}{% endif %}",
     ],
     post_hook=["{{ mark_loaded(ref('int_identity__records_usable')) }}"],
 ) }}
@@ -15,18 +16,16 @@
 -- arrives later still meets the ones already here. One-deletion keys carry the record's name
 -- signature (a bit per name token): their neighbours become pairs only where names can agree.
 -- Incremental: the keys of records rewritten since the last run are deleted and built again; a
--- new record only adds its own.
+-- new record only adds its own. A full build runs on every core (blocking_key_full_build_settings).
 
-with records as (
-    select record_uid, phone, document_number, email, plate, name_sorted
-    from {{ ref('int_identity__records_usable') }}
-    where not is_deleted
-    {%- if is_incremental() %}
-        and load_id > {{ loaded_through(ref('int_identity__records_usable')) }}
-    {%- endif %}
+with all_keys as (
+    {{ blocking_key_rows(
+        ref('int_identity__records_usable'),
+        'not records.is_deleted' ~ (
+            ' and records.load_id > ' ~ loaded_through(ref('int_identity__records_usable')) if is_incremental() else ''
+        ),
+    ) | indent(4) }}
 ),
-
-{{ blocking_key_ctes('records') }}
 
 final as (
     select record_uid, key_type, hashtextextended(key_value, 0) as key_hash, name_signature

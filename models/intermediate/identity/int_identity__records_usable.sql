@@ -18,7 +18,8 @@
 -- the models below see deletions) and the records holding a value whose shared status flipped.
 -- `replaced_name_sorted` keeps the name a rewritten row had before, so name frequencies can be
 -- counted again for both names; `is_new` (the record was not here before) spares the models
--- below a search for keys and pairs the record cannot have yet.
+-- below a search for keys and pairs the record cannot have yet. `name_tokens` and
+-- `name_signature` are what blocking reads of the name, worked out here once per record.
 
 with shared as (
     select identifier_type, identifier_value
@@ -78,6 +79,11 @@ flagged as (
         on shared_plate.identifier_type = 'plate' and shared_plate.identifier_value = records.plate
 ),
 
+tokenized as (
+    select flagged.*, {{ name_key_tokens('flagged.name_sorted') }} as name_tokens
+    from flagged
+),
+
 final as (
     select
         flagged.record_uid,
@@ -93,6 +99,9 @@ final as (
         case when not flagged.plate_is_shared then flagged.plate end as plate,
         flagged.full_name,
         flagged.name_sorted,
+        -- what blocking reads of the name (macros/blocking_keys.sql), worked out once per record
+        flagged.name_tokens,
+        {{ name_signature('flagged.name_tokens') }} as name_signature,
         (flagged.phone_is_shared or flagged.document_is_shared or flagged.email_is_shared or flagged.plate_is_shared)
             as has_shared_identifier,
         flagged.is_deleted,
@@ -104,7 +113,7 @@ final as (
         false as is_new,
         {%- endif %}
         {{ current_load_id() }} as load_id
-    from flagged
+    from tokenized as flagged
     {% if is_incremental() -%}
     left join {{ this }} as previous on previous.record_uid = flagged.record_uid
     {%- endif %}

@@ -36,17 +36,17 @@ with
 {% if is_incremental() %}
 
 changed as (
-    select record_uid, phone, document_number, email, plate, name_sorted
+    select record_uid, phone, document_number, email, plate, name_tokens, name_signature
     from {{ ref('int_identity__records_usable') }}
     where load_id > {{ loaded_through(ref('int_identity__records_usable')) }}
         and not is_deleted
 ),
 
-{{ blocking_key_ctes('changed', 'changed_') }}
-
 touched_keys as (
-    select distinct record_uid, key_type, hashtextextended(key_value, 0) as key_hash, name_signature
-    from changed_all_keys
+    select record_uid, key_type, hashtextextended(key_value, 0) as key_hash, name_signature
+    from (
+        {{ blocking_key_rows('changed') | indent(8) }}
+    ) as changed_keys
 ),
 
 -- Each touched key is looked up once in int_identity__blocking_keys (lateral, so by its own index
