@@ -31,9 +31,12 @@
     )
 {%- endmacro %}
 
-{#- the load id of the rows this model writes now -#}
+{#- the load id of the rows this model writes now: the id of the model's transaction, taken
+    once by its pre-hook (identity_session_settings) and read back as a setting, so the query
+    that writes the rows stays parallel-safe (pg_current_xact_id() itself is parallel-unsafe and
+    would keep a whole full build on one core) -#}
 {% macro current_load_id() -%}
-    pg_current_xact_id()::text::bigint
+    current_setting('fleet_identity.load_id')::bigint
 {%- endmacro %}
 
 {#- the highest load id of `upstream` this model has consumed (-1: none) -#}
@@ -68,10 +71,12 @@
 {%- endmacro %}
 
 
-{#- pre-hook of the identity models: memory for this model's transaction only -#}
+{#- pre-hook of the identity models: memory for this model's transaction only, and the
+    transaction's load id (current_load_id) -#}
 {% macro identity_session_settings() -%}
     set local work_mem = {{ "'" ~ (var('identity_work_mem') | string | replace("'", "")) ~ "'" }};
-    set local maintenance_work_mem = {{ "'" ~ (var('identity_maintenance_work_mem') | string | replace("'", "")) ~ "'" }}
+    set local maintenance_work_mem = {{ "'" ~ (var('identity_maintenance_work_mem') | string | replace("'", "")) ~ "'" }};
+    select set_config('fleet_identity.load_id', pg_current_xact_id()::text, true)
 {%- endmacro %}
 
 {#- identity_candidates, full build: sort the keys (one external sort) rather than walk the

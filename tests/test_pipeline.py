@@ -273,3 +273,17 @@ def test_embedded_server_runs_with_its_settings(pconn):
         pytest.skip("a server of your own keeps its own settings")
     for name, value in db.EMBEDDED_SETTINGS.items():
         assert pconn.execute("select current_setting(%s)", (name,)).fetchone()[0] == value
+    # read only at start: the server was restarted into them (wal_level=minimal: bulk builds skip the WAL)
+    for name, value in db.EMBEDDED_RESTART_SETTINGS.items():
+        assert pconn.execute("select setting from pg_settings where name = %s", (name,)).fetchone()[0] == value
+
+
+def test_a_run_that_wrote_much_analyzes_what_it_wrote(pconn):
+    """The first run fills tables that were never analyzed, and analyzes them itself before
+    deriving the red-KPI state from them (autovacuum may not have yet)."""
+    from matcher.runner import WRITTEN_TABLES
+
+    pconn.execute("select pg_stat_clear_snapshot()")
+    analyzed = {name for (name,) in pconn.execute(
+        "select relname from pg_stat_user_tables where schemaname = 'canon' and last_analyze is not null")}
+    assert set(WRITTEN_TABLES) <= analyzed

@@ -119,16 +119,3 @@ def test_two_runs_raced_exactly_one_does_the_work(server, dbt_target, tmp_path):
         assert statuses.count("skipped") == codes.count(7)
         assert "running" not in statuses
 
-
-def test_embedded_server_runs_with_its_start_time_settings(server):
-    """The embedded server is restarted with wal_level=minimal (bulk builds skip the WAL) when
-    it first comes up without it; a server of the user's own is left as it is."""
-    from matcher.db import EMBEDDED_RESTART_SETTINGS
-
-    if not server.embedded:
-        pytest.skip("an external server keeps its own settings")
-    with server.connect(autocommit=True) as conn:
-        running = dict(conn.execute(
-            "select name, setting from pg_settings where name = any(%s)",
-            (list(EMBEDDED_RESTART_SETTINGS),)).fetchall())
-    assert running == EMBEDDED_RESTART_SETTINGS
