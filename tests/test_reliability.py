@@ -118,4 +118,3 @@ def test_two_runs_raced_exactly_one_does_the_work(server, dbt_target, tmp_path):
         assert matched == links  # no link written twice, none lost
         assert statuses.count("skipped") == codes.count(7)
         assert "running" not in statuses
-
