@@ -81,21 +81,21 @@
 
 {#- identity_candidates, full build: sort the keys (one external sort) rather than walk the
     key_hash index, which the planner prefers for the ordered aggregate and which reads 36M heap
-    rows in random order at 1M leads (110 s against 17 s); and sort them on every core (a
-    Gather Merge of parallel sorts, which the planner prices out at the default
-    parallel_tuple_cost: measured on 2 cores, 90 s -> 75 s for the whole build). Transaction-local. -#}
+    rows in random order at 1M leads (110 s against 17 s); and sort them on every core
+    (parallel_full_build_settings: measured on 2 cores, 90 s -> 75 s for the whole build).
+    Transaction-local. -#}
 {% macro candidate_full_build_settings() -%}
     set local enable_indexscan = off;
     set local enable_bitmapscan = off;
-    set local parallel_tuple_cost = 0
+    {{ parallel_full_build_settings() }}
 {%- endmacro %}
 
-{#- int_identity__blocking_keys, full build: let the planner run the key query in parallel. Its
-    row estimate is absurd (generate_series over a column is taken as 1000 rows, three nested
-    ones as 10^9 per record), which prices moving rows through a Gather far above the work,
-    so without this the 36M keys at 1M leads are built on one core (measured on 2 cores: the
-    query 55 s serial, 23 s parallel; the whole create-table-as 68 s against 36 s).
+{#- Full builds of int_identity__blocking_keys and identity_candidates: let the planner run
+    them in parallel. Their row estimates are absurd (generate_series over a column is taken as
+    1000 rows, three nested ones as 10^9 per record), which prices moving rows through a Gather
+    or Gather Merge far above the work, so without this they run on one core (measured on 2
+    cores: the key query 55 s serial, 23 s parallel, its create-table-as 68 s against 36 s).
     Transaction-local. -#}
-{% macro blocking_key_full_build_settings() -%}
+{% macro parallel_full_build_settings() -%}
     set local parallel_tuple_cost = 0
 {%- endmacro %}

@@ -5,7 +5,7 @@
     indexes=[{'columns': ['key_hash']}],
     pre_hook=[
         "{% if is_incremental() %}{{ delete_rows_of_rewritten_records(this, ['record_uid']) }}{% endif %}",
-        "{% if not is_incremental() %}{{ blocking_key_full_build_settings() }}{% endif %}",
+        "{% if not is_incremental() %}{{ parallel_full_build_settings() }}{% endif %}",
     ],
     post_hook=["{{ mark_loaded(ref('int_identity__records_usable')) }}"],
 ) }}
@@ -16,7 +16,7 @@
 -- arrives later still meets the ones already here. One-deletion keys carry the record's name
 -- signature (a bit per name token): their neighbours become pairs only where names can agree.
 -- Incremental: the keys of records rewritten since the last run are deleted and built again; a
--- new record only adds its own. A full build runs on every core (blocking_key_full_build_settings).
+-- new record only adds its own. A full build runs on every core (parallel_full_build_settings).
 
 with all_keys as (
     {{ blocking_key_rows(
