@@ -14,9 +14,21 @@ command that writes links or origins ends by calling `refresh`, which
 A run over unchanged data therefore writes nothing, and the queue always equals the backlog
 the KPI views show (both change in the same transaction). Leads whose state did not change are
 not visited: their queue items were synced when their state last changed.
+
+Step 1 reads every lead, link, origin, attempt and claim (about 20 s at a million leads), so it
+is skipped when none of them changed since the kept state was derived. What "them" is, is read
+from the catalog, not listed here: every table the live view reads, followed through the views
+it is built on. Each must be covered, either by a change counter (the canon tables' statement
+triggers, canon.table_versions) or by the dbt view `ops_kpi_red_lead_inputs` (the records'
+newest load id, the claims' hash). The fingerprint of all that -- with the definitions of the
+views, and the counters of the kept state itself, so a hand edit of it is repaired too -- is
+kept beside the state, in the same transaction. When a table is not covered (a view changed to
+read a new one), there is no fingerprint and every refresh derives.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 import psycopg
@@ -28,12 +40,105 @@ from matcher.roles import OPS_SCHEMA
 log = logging.getLogger(__name__)
 
 LIVE_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_history")
+INPUTS_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_inputs")
+# the kept state: its own counters are part of the fingerprint
+KEPT_TABLES = ("red_lead_history", "recovery_queue")
 
 # the as_of-independent columns of the live view, kept in canon.red_lead_history
 STATE_COLUMNS = (
     "lead_record_uid", "lead_source_table", "lead_source_pk", "lead_at", "gap_reason", "last_fail_reason",
     "last_attempt_at", "resolved_at", "claim_covered_at", "is_in_backlog", "exit_kind", "left_at",
 )
+
+
+# every relation a view is built on, followed through views (pg_rewrite -> pg_depend)
+_CLOSURE = """
+with recursive deps(oid) as (
+    select to_regclass(%(view)s)::oid
+    union
+    select d.refobjid
+    from deps
+    join pg_rewrite r on r.ev_class = deps.oid
+    join pg_depend d on d.classid = 'pg_rewrite'::regclass and d.objid = r.oid
+        and d.refclassid = 'pg_class'::regclass and d.refobjid <> deps.oid
+)
+select c.oid, n.nspname, c.relname, c.relkind::text,
+    case when c.relkind = 'v' then pg_get_viewdef(c.oid) end as definition
+from deps
+join pg_class c on c.oid = deps.oid
+join pg_namespace n on n.oid = c.relnamespace
+order by n.nspname, c.relname
+"""
+
+
+def _closure(conn: psycopg.Connection, view: tuple[str, str]) -> list[tuple]:
+    if conn.execute("select to_regclass(%s)", (".".join(view),)).fetchone()[0] is None:
+        return []
+    return conn.execute(_CLOSURE, {"view": ".".join(view)}).fetchall()
+
+
+def _versioned_tables(conn: psycopg.Connection, cfg: Config) -> dict[int, str]:
+    """Canon tables whose every change moves their counter: oid -> name."""
+    return dict(conn.execute(
+        "select c.oid, c.relname from pg_trigger t"
+        " join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace"
+        " join pg_proc p on p.oid = t.tgfoid"
+        " where n.nspname = %s and p.proname = 'bump_table_version' and p.pronamespace = n.oid"
+        " and t.tgenabled <> 'D'"
+        " group by c.oid, c.relname having count(*) = 4",  # insert, update, delete, truncate
+        (cfg.canon_schema,),
+    ).fetchall())
+
+
+def _versions(conn: psycopg.Connection, cfg: Config, tables) -> list[tuple[str, int]]:
+    names = sorted(tables)
+    found = dict(conn.execute(
+        sql.SQL("select table_name, version from {}.table_versions where table_name = any(%s)").format(
+            sql.Identifier(cfg.canon_schema)), (names,)).fetchall())
+    return [(t, found.get(t, 0)) for t in names]
+
+
+def inputs_fingerprint(conn: psycopg.Connection, cfg: Config) -> str | None:
+    """What the live derivation reads, as one string; None when some table it reads is not covered.
+
+    Covered: a canon table with the change-counter triggers, or a table the inputs view reads.
+    The views' definitions are part of it (a new dbt definition derives again).
+    """
+    live = _closure(conn, LIVE_VIEW)
+    inputs = _closure(conn, INPUTS_VIEW)
+    if not live or not inputs:
+        return None
+    versioned = _versioned_tables(conn, cfg)
+    read_by_inputs = {row[0] for row in inputs if row[3] != "v"}
+    uncovered = [f"{row[1]}.{row[2]}" for row in live
+                 if row[3] != "v" and row[0] not in versioned and row[0] not in read_by_inputs]
+    if uncovered:
+        log.warning("%s reads %s, which %s does not cover: the red-KPI state is derived on every run",
+                    ".".join(LIVE_VIEW), ", ".join(uncovered), ".".join(INPUTS_VIEW))
+        return None
+    if not set(KEPT_TABLES) <= set(versioned.values()):
+        return None
+    counted = {versioned[row[0]] for row in live if row[0] in versioned}
+    inputs_row = conn.execute(sql.SQL("select * from {}").format(sql.Identifier(*INPUTS_VIEW))).fetchall()
+    payload = {
+        # names and definitions, not oids: dbt recreates its views on every build
+        "relations": [list(row[1:]) for row in live + inputs],
+        "versions": _versions(conn, cfg, counted),
+        "inputs": [[str(v) for v in row] for row in inputs_row],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _with_kept(conn: psycopg.Connection, cfg: Config, fingerprint: str) -> str:
+    """The inputs' fingerprint joined with the kept state's own counters (as of now)."""
+    kept = _versions(conn, cfg, KEPT_TABLES)
+    return hashlib.sha256(json.dumps([fingerprint, kept]).encode()).hexdigest()
+
+
+def kept_fingerprint(conn: psycopg.Connection, cfg: Config) -> str | None:
+    row = conn.execute(sql.SQL("select fingerprint from {}.red_lead_history_inputs").format(
+        sql.Identifier(cfg.canon_schema))).fetchone()
+    return row[0] if row else None
 
 
 def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
@@ -44,6 +149,10 @@ def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
                     ".".join(LIVE_VIEW))
         return 0
     canon = sql.Identifier(cfg.canon_schema)
+    inputs = inputs_fingerprint(conn, cfg)
+    if inputs is not None and kept_fingerprint(conn, cfg) == _with_kept(conn, cfg, inputs):
+        log.info("run %s: red-KPI state: nothing it is derived from changed since it was kept", run_id)
+        return 0
     cols = sql.SQL(", ").join(map(sql.Identifier, STATE_COLUMNS))
     compared = [c for c in STATE_COLUMNS if c != "lead_record_uid"]
 
@@ -133,5 +242,10 @@ def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
             " and q.status in ('matched', 'claimed')",
         ):
             written += max(conn.execute(q(stmt), {"run": run_id}).rowcount, 0)
+        # what this state was derived from, with the kept state's counters after these writes
+        conn.execute(q("delete from {canon}.red_lead_history_inputs"))
+        if inputs is not None:
+            conn.execute(q("insert into {canon}.red_lead_history_inputs (fingerprint, run_id) values (%s, %s)"),
+                         (_with_kept(conn, cfg, inputs), run_id))
     conn.execute("drop table lead_state_changed")
     return written

@@ -36,7 +36,7 @@ from matcher.errors import MatcherError
 DBT_FIXED_SCHEMAS = ("staging", "intermediate", "ops")
 OPS_SCHEMA = "ops"
 # The ops views the matcher reads to keep the red-KPI state and the queue (matcher/backlog.py).
-MATCHER_OPS_VIEWS = ("ops_kpi_red_lead_history",)
+MATCHER_OPS_VIEWS = ("ops_kpi_red_lead_history", "ops_kpi_red_lead_inputs")
 # The matcher's input, built by dbt (runner.CANDIDATE_CONTRACT).
 MATCHER_INPUT_TABLES = ("identity_candidates", "identity_records", "identity_pending_records")
 

@@ -179,6 +179,86 @@ def test_a_run_rewrites_the_red_state_of_exactly_the_leads_that_changed(story):
     assert not in_backlog and queue_status == "claimed"
 
 
+
+def derived_at(c):
+    row = c.execute("select derived_at from canon.red_lead_history_inputs").fetchone()
+    return row[0] if row else None
+
+
+def test_a_run_over_unchanged_inputs_does_not_derive_the_red_state_again(story, cfg):
+    db, env = story
+    run_json(env)
+    with db.connect(autocommit=True) as c:
+        assert backlog.inputs_fingerprint(c, cfg) is not None   # every table the live view reads is covered
+        kept = derived_at(c)
+    assert kept is not None
+    # a run over the same data, and a dbt build that changes nothing (views recreated, same definitions)
+    assert run_json(env)["rows_written"] == 0
+    result = CliRunner().invoke(cli, ["dbt", "run", "--quiet", "--select", "ops_kpi_red_lead_history+",
+                                      "ops_kpi_red_lead_inputs"], env=env)
+    assert result.exit_code == 0, result.output
+    assert run_json(env)["rows_written"] == 0
+    with db.connect(autocommit=True) as c:
+        assert derived_at(c) == kept
+        assert state_differences(c) == 0
+
+
+@pytest.mark.parametrize("change", ["claim", "origin_by_hand", "kept_state_by_hand", "lead_edited"])
+def test_any_change_to_what_the_red_state_reads_derives_it_again(story, change):
+    db, env = story
+    run_json(env)
+    with db.connect(autocommit=True) as c:
+        kept = derived_at(c)
+        if change == "claim":
+            lead_pk, = c.execute("select lead_source_pk from ops.ops_kpi_red_backlog"
+                                 " where lead_source_table = 'cabinet_leads' order by lead_source_pk limit 1").fetchone()
+            c.execute("insert into raw.claims (claim_id, driver_id, lead_id, milestone, amount, claimed_at, status)"
+                      " values ('CLAIM-TEST-3', null, %s, 1, 50, now(), 'pending')", (lead_pk,))
+        elif change == "origin_by_hand":
+            # one statement that deletes no row leaves the counter alone, one that deletes does not
+            version = c.execute("select version from canon.table_versions where table_name = 'identity_origin'"
+                                ).fetchone()
+            c.execute("delete from canon.identity_origin where false")
+            assert c.execute("select version from canon.table_versions where table_name = 'identity_origin'"
+                             ).fetchone() == version
+            c.execute("delete from canon.identity_origin where person_key ="
+                      " (select person_key from canon.identity_origin order by person_key limit 1)")
+        elif change == "kept_state_by_hand":
+            c.execute("delete from canon.red_lead_history where lead_record_uid ="
+                      " (select min(lead_record_uid) from canon.red_lead_history)")
+        else:
+            # a lead's date moves: dbt rewrites its record, the lead's state (lead_at) changes
+            c.execute("update raw.cabinet_leads set created_at = created_at - interval '1 day' where lead_id ="
+                      " (select min(lead_id) from raw.cabinet_leads)")
+            result = CliRunner().invoke(cli, ["dbt", "run", "--quiet", "--select", "int_identity__records"], env=env)
+            assert result.exit_code == 0, result.output
+        assert state_differences(c) > 0 or change == "origin_by_hand"
+    result = run_json(env)
+    with db.connect(autocommit=True) as c:
+        assert derived_at(c) != kept
+        assert state_differences(c) == 0
+    assert result["rows_written"] > 0
+
+
+def test_without_its_inputs_view_the_red_state_is_derived_every_run(story, cfg):
+    db, env = story
+    with db.connect(autocommit=True) as c:
+        c.execute("drop view ops.ops_kpi_red_lead_inputs")
+        assert backlog.inputs_fingerprint(c, cfg) is None
+    try:
+        run_json(env)
+        with db.connect(autocommit=True) as c:
+            first = derived_at(c)
+            assert first is None   # no fingerprint kept: nothing to compare the next run with
+            c.execute("delete from canon.red_lead_history where lead_record_uid ="
+                      " (select min(lead_record_uid) from canon.red_lead_history)")
+        run_json(env)
+        with db.connect(autocommit=True) as c:
+            assert state_differences(c) == 0
+    finally:
+        result = CliRunner().invoke(cli, ["dbt", "run", "--quiet", "--select", "ops_kpi_red_lead_inputs"], env=env)
+        assert result.exit_code == 0, result.output
+
 def test_report_and_diagnose(story, tmp_path):
     db, env = story
     out = tmp_path / "report.html"

@@ -1,0 +1,33 @@
+-- One row: a fingerprint of the data outside the matcher's own tables that the red-KPI lead
+-- state (ops_kpi_red_lead_history) is derived from. The matcher reads it, with the change
+-- counters of its canon tables (canon.table_versions), before deriving that state: when
+-- nothing moved since the state it keeps was derived, the derivation over every lead is
+-- skipped (matcher/backlog.py). The matcher checks that this view reads every table the live
+-- view reads and that its canon tables count their changes; when one is not covered, it
+-- derives on every run.
+
+with records as (
+    -- every write to the records (a new, changed or deleted raw row, a full rebuild) carries
+    -- a newer load id: the transaction id of the dbt run that wrote it
+    select max(load_id) as records_load_id
+    from {{ ref('int_identity__records') }}
+),
+
+claims as (
+    -- a claim added, removed or edited changes the count or the order-free sum of row hashes
+    select
+        count(*) as claims_rows,
+        coalesce(sum(hashtextextended(cast(claims_source as text), 0)), 0) as claims_hash
+    from {{ source('raw', 'claims') }} as claims_source
+),
+
+final as (
+    select
+        records.records_load_id,
+        claims.claims_rows,
+        claims.claims_hash
+    from records
+    cross join claims
+)
+
+select * from final
