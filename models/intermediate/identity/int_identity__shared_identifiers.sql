@@ -20,16 +20,6 @@ with records as (
     where not is_deleted
 ),
 
-identifiers as (
-    select held.identifier_type, held.identifier_value, records.record_uid
-    from records
-    cross join lateral (
-        values ('phone', records.phone), ('document', records.document_number),
-            ('email', records.email), ('plate', records.plate)
-    ) as held (identifier_type, identifier_value)
-    where held.identifier_value is not null
-),
-
 {% if is_incremental() %}
 
 touched as (
@@ -47,15 +37,35 @@ touched as (
     where is_shared
 ),
 
+-- the records holding a touched value: one pass over the records with a hashed look-up per
+-- identifier, instead of unfolding every record's four identifiers and joining them all
+-- (4.4 s at a million records even when nothing changed)
+holders as (
+    select identifiers.identifier_type, identifiers.identifier_value, holding.record_uid
+    from (
+        select record_uid, phone, document_number, email, plate
+        from records
+        where records.phone in (select identifier_value from touched where identifier_type = 'phone')
+            or records.document_number in (select identifier_value from touched where identifier_type = 'document')
+            or records.email in (select identifier_value from touched where identifier_type = 'email')
+            or records.plate in (select identifier_value from touched where identifier_type = 'plate')
+    ) as holding
+    cross join lateral (
+        values ('phone', holding.phone), ('document', holding.document_number),
+            ('email', holding.email), ('plate', holding.plate)
+    ) as identifiers (identifier_type, identifier_value)
+    where identifiers.identifier_value is not null
+),
+
 counted as (
     select
         touched.identifier_type,
         touched.identifier_value,
-        count(identifiers.record_uid)::integer as record_count
+        count(holders.record_uid)::integer as record_count
     from touched
-    left join identifiers
-        on identifiers.identifier_type = touched.identifier_type
-        and identifiers.identifier_value = touched.identifier_value
+    left join holders
+        on holders.identifier_type = touched.identifier_type
+        and holders.identifier_value = touched.identifier_value
     group by touched.identifier_type, touched.identifier_value
 ),
 
@@ -80,6 +90,16 @@ final as (
 )
 
 {% else %}
+
+identifiers as (
+    select held.identifier_type, held.identifier_value, records.record_uid
+    from records
+    cross join lateral (
+        values ('phone', records.phone), ('document', records.document_number),
+            ('email', records.email), ('plate', records.plate)
+    ) as held (identifier_type, identifier_value)
+    where held.identifier_value is not null
+),
 
 final as (
     select
