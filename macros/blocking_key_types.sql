@@ -3,7 +3,15 @@
     into names. Append new types at the end: codes are stored. `name_full` (the whole name of
     3+ tokens) is retired, superseded by `name_triple`; its code stays so old masks decode. -#}
 {% macro blocking_key_types() -%}
-    {{ return(['phone', 'document', 'email', 'plate', 'phone_fuzzy', 'document_fuzzy', 'name_pair', 'name_full', 'name_triple']) }}
+    {{ return(['phone', 'document', 'email', 'plate', 'phone_fuzzy', 'document_fuzzy', 'name_pair', 'name_full', 'name_triple', 'plate_fuzzy']) }}
+{%- endmacro %}
+
+{#- the one-deletion key types: their neighbours pair only where names can agree
+    (fuzzy_names_compatible), as a SQL list of codes -#}
+{% macro fuzzy_blocking_key_codes() -%}
+    {%- for name in ['phone_fuzzy', 'document_fuzzy', 'plate_fuzzy'] -%}
+        {{ blocking_key_code(name) }}{{ ', ' if not loop.last }}
+    {%- endfor -%}
 {%- endmacro %}
 
 {#- smallint code of a key type -#}

@@ -1,7 +1,7 @@
 {#- The blocking keys of records, as one select of (record_uid, key_type, key_value,
     name_signature). int_identity__blocking_keys stores them hashed; identity_candidates builds
     them again for the few records rewritten in an incremental run, to look their blocks up.
-    Keys: exact identifiers; one-deletion keys of phone and document (a single substitution,
+    Keys: exact identifiers; one-deletion keys of phone, document and plate (a single substitution,
     transposition, insertion or deletion still meets its twin; only for identifiers of at most
     `max_fuzzy_identifier_length` characters); unordered pairs of name tokens (robust to swapped
     order, a missing second surname, one typo in a name of three or more tokens), from the first
@@ -89,6 +89,16 @@ where ({{ condition }}) and records.document_number is not null
     and length(records.document_number) <= {{ max_fuzzy }}
     and (position = 0 or substr(records.document_number, position, 1)
         is distinct from nullif(substr(records.document_number, position + 1, 1), ''))
+union all
+-- plates: a misread or mistyped character (one substitution, transposition, insertion or
+-- deletion: "ABC123" / "A8C123") is the commonest plate error in lead forms and scans
+select records.record_uid, {{ blocking_key_code('plate_fuzzy') }},
+    'tf:' || left(records.plate, position - 1) || substr(records.plate, position + 1), records.name_signature
+from {{ relation }} as records
+cross join lateral generate_series(1, length(records.plate)) as position
+where ({{ condition }}) and records.plate is not null
+    and length(records.plate) <= {{ max_fuzzy }}
+    and substr(records.plate, position, 1) is distinct from nullif(substr(records.plate, position + 1, 1), '')
 union all
 select records.record_uid, {{ blocking_key_code('name_pair') }},
     'np:' || {{ tokens }}[i] || ' ' || {{ tokens }}[j], null::bigint

@@ -15,7 +15,7 @@ RECORD_COLUMNS = ("u.record_uid, u.source_table, u.source_pk, u.record_kind, u.e
                   " r.email, r.plate, r.full_name, r.name_frequency")
 
 # Mirror of macros/blocking_key_types.sql: bit (code - 1) of identity_candidates.blocking_mask.
-BLOCKING_KEY_TYPES = ("phone", "document", "email", "plate", "phone_fuzzy", "document_fuzzy", "name_pair", "name_full", "name_triple")
+BLOCKING_KEY_TYPES = ("phone", "document", "email", "plate", "phone_fuzzy", "document_fuzzy", "name_pair", "name_full", "name_triple", "plate_fuzzy")
 
 
 def blocking_keys(mask: int) -> list[str]:

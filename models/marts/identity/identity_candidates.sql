@@ -86,7 +86,7 @@ joined as (
     from looked_up
     cross join lateral generate_series(1, cardinality(looked_up.uids)) as i
     where looked_up.uids[i] <> looked_up.record_uid
-        and (looked_up.key_type not in ({{ blocking_key_code('phone_fuzzy') }}, {{ blocking_key_code('document_fuzzy') }})
+        and (looked_up.key_type not in ({{ fuzzy_blocking_key_codes() }})
             or {{ fuzzy_names_compatible('looked_up.name_signature', 'looked_up.signatures[i]') }})
 ),
 
@@ -115,7 +115,7 @@ joined as (
     cross join lateral generate_series(i + 1, cardinality(blocks.uids)) as j
     where blocks.uids[i] < blocks.uids[j]
         -- one-deletion neighbours only where the names can agree (macros/blocking_keys.sql)
-        and (blocks.key_type not in ({{ blocking_key_code('phone_fuzzy') }}, {{ blocking_key_code('document_fuzzy') }})
+        and (blocks.key_type not in ({{ fuzzy_blocking_key_codes() }})
             or {{ fuzzy_names_compatible('blocks.signatures[i]', 'blocks.signatures[j]') }})
 ),
 
