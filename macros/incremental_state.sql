@@ -99,3 +99,39 @@
 {% macro parallel_full_build_settings() -%}
     set local parallel_tuple_cost = 0
 {%- endmacro %}
+
+{#- How blocking keys and pairs are made, as a fingerprint: the key query (its key types and
+    vars: max_fuzzy_identifier_length, name token limits), the block bounds and the one-deletion
+    name filter. Kept keys and pairs were made by one definition; an incremental run under
+    another would mix two (new records keyed one way, looking up blocks keyed the other). -#}
+{% macro blocking_definition_fingerprint() -%}
+    {{ return(local_md5(
+        blocking_key_rows('records') ~ '|' ~ (blocking_block_bounds() | string)
+        ~ '|' ~ fuzzy_blocking_key_codes() ~ '|' ~ fuzzy_names_compatible('l', 'r')
+    )) }}
+{%- endmacro %}
+
+{#- pre-hook of int_identity__blocking_keys, incremental runs: stop unless the kept keys were
+    made by the current definition (an upgrade that changed the keys, or a changed blocking var);
+    a full refresh rebuilds them, and nothing is written before this check -#}
+{% macro check_blocking_definition() -%}
+    do $check$ begin
+        if not exists (
+            select from {{ load_state_relation() }}
+            where model_name = '{{ this.identifier }}'
+                and upstream_name = 'definition:{{ blocking_definition_fingerprint() }}'
+        ) then
+            raise exception 'the blocking keys are defined differently from when the kept keys were built (a new version, or a changed blocking var): rebuild the identity models once with `matcher dbt run --full-refresh` (the matcher''s own tables are kept; docs/runbook.md)';
+        end if;
+    end $check$
+{%- endmacro %}
+
+{#- post-hook of int_identity__blocking_keys: the kept keys are made by the current definition -#}
+{% macro mark_blocking_definition() -%}
+    delete from {{ load_state_relation() }}
+    where model_name = '{{ this.identifier }}' and upstream_name like 'definition:%'
+        and upstream_name <> 'definition:{{ blocking_definition_fingerprint() }}';
+    insert into {{ load_state_relation() }} (model_name, upstream_name, loaded_through, updated_at)
+    values ('{{ this.identifier }}', 'definition:{{ blocking_definition_fingerprint() }}', 0, now())
+    on conflict (model_name, upstream_name) do nothing
+{%- endmacro %}

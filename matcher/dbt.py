@@ -80,14 +80,19 @@ def invoke(
 
 
 def _upgrade_hint(target_path: Path) -> str:
-    """What to do when an incremental model refused new columns (on_schema_change: fail): the
-    case of an upgrade to a version whose identity models gained columns."""
+    """What to do when an incremental model refused new columns (on_schema_change: fail), the
+    case of an upgrade to a version whose identity models gained columns, or when the blocking
+    keys are now made differently from the kept ones (macros/incremental_state.sql)."""
     try:
         results = json.loads((target_path / "run_results.json").read_text())["results"]
     except (OSError, ValueError, KeyError):
         return ""
     refused = sorted(r["unique_id"].rsplit(".", 1)[-1] for r in results
                      if "out of sync" in (r.get("message") or ""))
+    if any("blocking keys are defined differently" in (r.get("message") or "") for r in results):
+        return ("; the blocking keys are defined differently from when the kept keys were built (a new version,"
+                " or a changed blocking var): rebuild the identity models once with"
+                " `matcher dbt run --full-refresh` (the matcher's own tables are kept; docs/runbook.md)")
     if not refused:
         return ""
     return (f"; the columns of {', '.join(refused)} changed with this version: rebuild the identity models"

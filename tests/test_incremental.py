@@ -154,3 +154,39 @@ def test_incremental_run_equals_full_rebuild(server, dbt_target):
                 " or not exists (select 1 from incr.t2 u where u.record_uid = c.right_uid)"
             ).fetchone()[0]
             assert stale == 0
+
+
+def test_keys_made_another_way_stop_an_incremental_run_until_a_full_refresh(server, dbt_target):
+    """Kept keys and pairs made by one definition must not meet new ones made by another: a run
+    under a changed blocking var (or a version whose keys changed) stops before writing and says
+    to rebuild; a full refresh under the new definition runs, and then incremental runs do."""
+    other = ["--vars", "{max_fuzzy_identifier_length: 8}"]
+    kept = ("select (select count(*) from intermediate.int_identity__blocking_keys),"
+            " (select count(*) from identity.identity_candidates),"
+            " (select max(load_id) from intermediate.int_identity__records)")
+    with throwaway_database(server, "matcher_keydef") as db:
+        with db.connect(autocommit=True) as c:
+            migrate(c, "canon")
+            demo.create_raw_schema(c, "raw")
+            demo.generate(c, demo.DemoSpec(leads=300, seed=5), "raw")
+        env = subprocess_env(db, dbt_target)
+        matcher(env, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            before = c.execute(kept).fetchone()
+            # a new lead, so that the refused run had something to write
+            c.execute("insert into raw.cabinet_leads (lead_id, created_at, first_name, last_name, phone)"
+                      " values ('keydef-1', now(), 'Ana', 'Keydef', '987654321')")
+        for args in (other, []):
+            with db.connect(autocommit=True) as c:
+                kept_now = c.execute(kept).fetchone()
+            refused = subprocess.run([sys.executable, "-m", "matcher", "dbt", "run", "--quiet", *args], env=env,
+                                     cwd=ROOT, capture_output=True, text=True, timeout=900)
+            assert refused.returncode != 0
+            assert "--full-refresh" in refused.stdout + refused.stderr
+            with db.connect(autocommit=True) as c:
+                assert c.execute(kept).fetchone()[:2] == kept_now[:2], "a refused run writes no key and no pair"
+            matcher(env, "dbt", "run", "--quiet", "--full-refresh", *args)
+            matcher(env, "dbt", "run", "--quiet", *args)
+        with db.connect(autocommit=True) as c:
+            after = c.execute(kept).fetchone()
+            assert after[0] > before[0] and after[2] > before[2]

@@ -4,10 +4,14 @@
     on_schema_change='fail',
     indexes=[{'columns': ['key_hash']}],
     pre_hook=[
+        "{% if is_incremental() %}{{ check_blocking_definition() }}{% endif %}",
         "{% if is_incremental() %}{{ delete_rows_of_rewritten_records(this, ['record_uid']) }}{% endif %}",
         "{% if not is_incremental() %}{{ parallel_full_build_settings() }}{% endif %}",
     ],
-    post_hook=["{{ mark_loaded(ref('int_identity__records_usable')) }}"],
+    post_hook=[
+        "{{ mark_loaded(ref('int_identity__records_usable')) }}",
+        "{{ mark_blocking_definition() }}",
+    ],
 ) }}
 -- Blocking keys per record (macros/blocking_keys.sql); two records sharing a key may become a
 -- candidate pair. A key is stored as a 64-bit hash of its type and value, with its type code
@@ -17,6 +21,8 @@
 -- signature (a bit per name token): their neighbours become pairs only where names can agree.
 -- Incremental: the keys of records rewritten since the last run are deleted and built again; a
 -- new record only adds its own. A full build runs on every core (parallel_full_build_settings).
+-- An incremental run stops, before writing anything, when the keys are now made differently
+-- from when the kept ones were (check_blocking_definition): a full refresh rebuilds them.
 
 with all_keys as (
     {{ blocking_key_rows(
