@@ -169,6 +169,29 @@ def test_blocking_recall_counts_match_an_independent_count(pipeline_db, pconn):
     assert sum(row["blocked_true_pairs"] for row in q.by_source_pair) == blocked
 
 
+def test_link_precision_by_rule_matches_an_independent_count(pipeline_db, pconn):
+    """Per rule: links, and links whose record belongs to its person's modal true entity (ties
+    to the smallest entity id), recounted in Python from the labels and the links."""
+    from collections import Counter, defaultdict
+
+    from matcher.evaluate import evaluate
+
+    truth = {(t, k): e for t, k, e in pconn.execute("select source_table, source_pk, true_entity_id from raw.ground_truth")}
+    links = [(t, k, str(p), rule) for t, k, p, rule in pconn.execute(
+        "select source_table, source_pk, person_key, match_rule from canon.identity_links") if (t, k) in truth]
+    entities: dict[str, Counter] = defaultdict(Counter)
+    for t, k, person, _ in links:
+        entities[person][truth[t, k]] += 1
+    modal = {person: min(c, key=lambda e: (-c[e], e)) for person, c in entities.items()}
+    expected: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for t, k, person, rule in links:
+        expected[rule][0] += 1
+        expected[rule][1] += truth[t, k] == modal[person]
+    q = evaluate(pconn, labels="raw.ground_truth", with_blocking=False)
+    assert {row["rule"]: [row["links"], row["correct"]] for row in q.by_rule} == dict(expected)
+    assert len(expected) > 3
+
+
 def _write_counters(conn) -> dict[str, tuple[int, int, int]]:
     conn.execute("select pg_stat_clear_snapshot()")
     rows = conn.execute(
