@@ -14,8 +14,8 @@
     post_hook=["{{ mark_loaded(ref('int_identity__records_usable')) }}"],
 ) }}
 -- Candidate pairs: two records (left_uid < right_uid) that share a blocking key whose block
--- (records sharing the key) is no larger than its bound; through a one-deletion key of a phone
--- or a document, only if their names share a token or one has none (macros/blocking_keys.sql).
+-- (records sharing the key) is no larger than its bound; through a one-deletion key of a phone,
+-- a document or a plate, only if their names share a token or one has none (macros/blocking_keys.sql).
 -- Linked or not: the matcher reads the pairs that touch a record due for an attempt. This
 -- table and identity_records are the matcher's only dbt-built input (contract enforced,
 -- exposure `matcher`).
