@@ -2,7 +2,7 @@
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='fail',
-    indexes=[{'columns': ['key_hash']}],
+    indexes=[{'columns': ['key_hash', 'record_uid', 'name_signature']}],
     pre_hook=[
         "{% if is_incremental() %}{{ check_blocking_definition() }}{% endif %}",
         "{% if is_incremental() %}{{ delete_rows_of_rewritten_records(this, ['record_uid']) }}{% endif %}",
@@ -15,7 +15,11 @@
 ) }}
 -- Blocking keys per record (macros/blocking_keys.sql); two records sharing a key may become a
 -- candidate pair. A key is stored as a 64-bit hash of its type and value, with its type code
--- (macros/blocking_key_types.sql): compact, and a block is one index lookup away. Every key is
+-- (macros/blocking_key_types.sql): compact, and a block is one index lookup away. The index
+-- carries (key_hash, record_uid, name_signature): an incremental run's lookups read the block
+-- from the index alone, not from 8 heap pages scattered over the table (at 1M leads, 262k
+-- lookups for 10k new leads: 8.0 s -> 3.7 s; the index builds in 20.5 s instead of 15.8 s
+-- and takes 1.6 GB instead of 0.6 GB). Every key is
 -- kept; a block's size is taken when pairs are built (identity_candidates), so a record that
 -- arrives later still meets the ones already here. One-deletion keys carry the record's name
 -- signature (a bit per name token): their neighbours become pairs only where names can agree.
