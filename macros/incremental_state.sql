@@ -58,15 +58,20 @@
 
 {#- pre-hook of the models that hold several rows per record (keys, pairs): delete the rows of
     records rewritten since this model's last run, unless the record is new (then it has none).
-    `columns` are the record-uid columns of the model's rows. -#}
+    `columns` are the record-uid columns of the model's rows. The rewritten records are counted
+    into an analyzed temp table first: planned against the load-id sub-query, the planner takes
+    a third of all records for it and scans the whole table (at 1M leads, 100 edited leads cost
+    4.2 s hash-joining all 11M pairs; with the count, index lookups: 0.24 s). -#}
 {% macro delete_rows_of_rewritten_records(relation, columns) -%}
     {%- set usable = ref('int_identity__records_usable') -%}
+    drop table if exists pg_temp.rewritten_records;
+    create temp table rewritten_records on commit drop as
+    select record_uid from {{ usable }}
+    where load_id > {{ loaded_through(usable) }} and not is_new;
+    analyze rewritten_records;
     {%- for column in columns %}
     delete from {{ relation }}
-    where {{ column }} in (
-        select record_uid from {{ usable }}
-        where load_id > {{ loaded_through(usable) }} and not is_new
-    );
+    where {{ column }} in (select record_uid from rewritten_records);
     {%- endfor %}
 {%- endmacro %}
 
