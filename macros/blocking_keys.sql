@@ -70,14 +70,18 @@ from {{ relation }} as records
 where ({{ condition }}) and records.{{ column }} is not null
 union all
 {%- endfor %}
-select records.record_uid, {{ blocking_key_code('phone_fuzzy') }},
-    'pf:' || left(records.phone, position - 1) || substr(records.phone, position + 1), records.name_signature
+-- one deletion of phones and plates (a misread or mistyped plate character, "ABC123" /
+-- "A8C123", is the commonest plate error in lead forms and scans)
+{%- for type, column, prefix in [('phone_fuzzy', 'phone', 'pf:'), ('plate_fuzzy', 'plate', 'tf:')] %}
+select records.record_uid, {{ blocking_key_code(type) }},
+    '{{ prefix }}' || left(records.{{ column }}, position - 1) || substr(records.{{ column }}, position + 1), records.name_signature
 from {{ relation }} as records
-cross join lateral generate_series(1, length(records.phone)) as position
-where ({{ condition }}) and records.phone is not null
-    and length(records.phone) <= {{ max_fuzzy }}
-    and substr(records.phone, position, 1) is distinct from nullif(substr(records.phone, position + 1, 1), '')
+cross join lateral generate_series(1, length(records.{{ column }})) as position
+where ({{ condition }}) and records.{{ column }} is not null
+    and length(records.{{ column }}) <= {{ max_fuzzy }}
+    and substr(records.{{ column }}, position, 1) is distinct from nullif(substr(records.{{ column }}, position + 1, 1), '')
 union all
+{%- endfor %}
 -- position 0 is the whole value: "Q12345678" minus its "Q" meets "12345678" itself
 select records.record_uid, {{ blocking_key_code('document_fuzzy') }},
     'df:' || case when position = 0 then records.document_number
@@ -89,16 +93,6 @@ where ({{ condition }}) and records.document_number is not null
     and length(records.document_number) <= {{ max_fuzzy }}
     and (position = 0 or substr(records.document_number, position, 1)
         is distinct from nullif(substr(records.document_number, position + 1, 1), ''))
-union all
--- plates: a misread or mistyped character (one substitution, transposition, insertion or
--- deletion: "ABC123" / "A8C123") is the commonest plate error in lead forms and scans
-select records.record_uid, {{ blocking_key_code('plate_fuzzy') }},
-    'tf:' || left(records.plate, position - 1) || substr(records.plate, position + 1), records.name_signature
-from {{ relation }} as records
-cross join lateral generate_series(1, length(records.plate)) as position
-where ({{ condition }}) and records.plate is not null
-    and length(records.plate) <= {{ max_fuzzy }}
-    and substr(records.plate, position, 1) is distinct from nullif(substr(records.plate, position + 1, 1), '')
 union all
 select records.record_uid, {{ blocking_key_code('name_pair') }},
     'np:' || {{ tokens }}[i] || ' ' || {{ tokens }}[j], null::bigint

@@ -136,10 +136,11 @@
 
 {#- post-hook of int_identity__blocking_keys: the kept keys are made by the current definition -#}
 {% macro mark_blocking_definition() -%}
+    {%- set definition = 'definition:' ~ blocking_definition_fingerprint() %}
     delete from {{ load_state_relation() }}
     where model_name = '{{ this.identifier }}' and upstream_name like 'definition:%'
-        and upstream_name <> 'definition:{{ blocking_definition_fingerprint() }}';
+        and upstream_name <> '{{ definition }}';
     insert into {{ load_state_relation() }} (model_name, upstream_name, loaded_through, updated_at)
-    values ('{{ this.identifier }}', 'definition:{{ blocking_definition_fingerprint() }}', 0, now())
+    values ('{{ this.identifier }}', '{{ definition }}', 0, now())
     on conflict (model_name, upstream_name) do nothing
 {%- endmacro %}

@@ -89,10 +89,10 @@ def _upgrade_hint(target_path: Path) -> str:
         return ""
     refused = sorted(r["unique_id"].rsplit(".", 1)[-1] for r in results
                      if "out of sync" in (r.get("message") or ""))
-    if any("blocking keys are defined differently" in (r.get("message") or "") for r in results):
-        return ("; the blocking keys are defined differently from when the kept keys were built (a new version,"
-                " or a changed blocking var): rebuild the identity models once with"
-                " `matcher dbt run --full-refresh` (the matcher's own tables are kept; docs/runbook.md)")
+    # the blocking-definition check's own words (check_blocking_definition), without dbt's frame
+    for line in (line for r in results for line in (r.get("message") or "").splitlines()):
+        if "blocking keys are defined differently" in line:
+            return "; " + line.strip()
     if not refused:
         return ""
     return (f"; the columns of {', '.join(refused)} changed with this version: rebuild the identity models"
