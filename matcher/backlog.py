@@ -5,7 +5,7 @@ The dbt view `ops.ops_kpi_red_lead_history` is the definition of each lead's red
 lead, link, origin, attempt and claim, so the KPI views do not derive it on each read: every
 command that writes links or origins ends by calling `refresh`, which
 
-1. derives the view once into a temp table;
+1. derives the state of the leads that may have changed into a temp table;
 2. compares it with the kept state and keeps only the leads whose state changed (new, changed,
    or gone);
 3. in one transaction, rewrites those rows of `red_lead_history` and syncs the recovery queue
@@ -15,21 +15,44 @@ A run over unchanged data therefore writes nothing, and the queue always equals 
 the KPI views show (both change in the same transaction). Leads whose state did not change are
 not visited: their queue items were synced when their state last changed.
 
-Step 1 reads every lead, link, origin, attempt and claim (about 20 s at a million leads), so it
-is skipped when none of them changed since the kept state was derived. What "them" is, is read
-from the catalog, not listed here: every table the live view reads, followed through the views
-it is built on. Each must be covered, either by a change counter (the canon tables' statement
-triggers, canon.table_versions) or by the dbt view `ops_kpi_red_lead_inputs` (the records'
-newest load id, the claims' hash). The fingerprint of all that -- with the definitions of the
-views, and the counters of the kept state itself, so a hand edit of it is repaired too -- is
-kept beside the state, in the same transaction. When a table is not covered (a view changed to
-read a new one), there is no fingerprint and every refresh derives.
+Which leads may have changed. Step 1 is skipped when nothing the state is derived from changed
+since it was kept. What "that" is, is read from the catalog, not listed here: every table the
+live view reads, followed through the views it is built on. Each must be covered, either by a
+change counter (the canon tables' statement triggers, canon.table_versions) or by the dbt view
+`ops_kpi_red_lead_inputs` (the records' newest load id, the claims' hash). The fingerprint of
+all that -- with the definitions of the views, and the counters of the kept state itself, so a
+hand edit of it is repaired too -- is kept beside the state, in the same transaction. When a
+table is not covered (a view changed to read a new one), there is no fingerprint and every
+refresh derives every lead.
+
+When something did change, only the leads it can reach are derived (a *scoped* refresh,
+through the dbt view `ops_kpi_red_lead_history_scoped`: the same macros as the live view, over
+inputs cut to those leads and their persons). A lead's state reads its record, its link, its
+attempts, the claims on it, and its person's links, origin and driver claims; so the leads
+reached are
+
+- the lead records written since (a newer load id: new, edited, gone from raw);
+- the records whose link or attempts changed, and every lead of a person whose links or
+  origin changed (statement triggers log each changed row in `canon.red_lead_changes`);
+- the lead of each claim added, removed or edited (the claims compared with the copy kept
+  beside the state, `canon.red_lead_claims`), and every lead of its driver's person.
+
+Every lead is derived instead when there is nothing kept to compare with, when the views'
+definitions changed, when the kept state was written by someone else, when a table the live
+view reads logs no changes, after a truncate, or when the leads reached are more than
+SCOPED_SHARE of all (a run about to rewrite that many says so first: `expect_changes`).
+
+Everything step 1 reads is read before it derives, so a change made meanwhile by another
+session shows up in the next refresh: a logged change stays in the log until the refresh that
+read it commits, a claim differs from the copy taken before deriving, a record carries a newer
+load id than the one kept.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -41,6 +64,14 @@ log = logging.getLogger(__name__)
 
 LIVE_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_history")
 INPUTS_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_inputs")
+# the live view for the leads in canon.red_lead_scope, and what tells which leads a change reached
+SCOPED_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_history_scoped")
+RECORD_LOADS_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_record_loads")
+CLAIMS_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_claims")
+CLAIM_COLUMNS = "lead_id, driver_id, claimed_at, lead_record_uid, driver_record_uid"
+# a refresh derives only the leads changes reached while they are at most this share of the
+# kept leads; above it, deriving every lead in one pass is cheaper than looking each one up
+SCOPED_SHARE = 0.2
 # the kept state: its own counters are part of the fingerprint
 KEPT_TABLES = ("red_lead_history", "recovery_queue")
 
@@ -98,8 +129,25 @@ def _versions(conn: psycopg.Connection, cfg: Config, tables) -> list[tuple[str, 
     return [(t, found.get(t, 0)) for t in names]
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What the live derivation reads, as of now."""
+
+    fingerprint: str            # everything, as one string
+    definitions: str            # the views' names and definitions only
+    records_load_id: int | None  # the records' newest load id
+    claims_hash: str            # the claims' count and hash
+    scopable: bool              # every input logs or marks its changes (a scoped refresh can tell what moved)
+
+
 def inputs_fingerprint(conn: psycopg.Connection, cfg: Config) -> str | None:
-    """What the live derivation reads, as one string; None when some table it reads is not covered.
+    """What the live derivation reads, as one string; None when some table it reads is not covered."""
+    found = read_inputs(conn, cfg)
+    return found.fingerprint if found else None
+
+
+def read_inputs(conn: psycopg.Connection, cfg: Config) -> Inputs | None:
+    """What the live derivation reads; None when some table it reads is not covered.
 
     Covered: a canon table with the change-counter triggers, or a table the inputs view reads.
     The views' definitions are part of it (a new dbt definition derives again).
@@ -119,14 +167,47 @@ def inputs_fingerprint(conn: psycopg.Connection, cfg: Config) -> str | None:
     if not set(KEPT_TABLES) <= set(versioned.values()):
         return None
     counted = {versioned[row[0]] for row in live if row[0] in versioned}
-    inputs_row = conn.execute(sql.SQL("select * from {}").format(sql.Identifier(*INPUTS_VIEW))).fetchall()
+    inputs_row = conn.execute(sql.SQL("select records_load_id, claims_rows, claims_hash from {}").format(
+        sql.Identifier(*INPUTS_VIEW))).fetchone()
+    scoped = [_closure(conn, view) for view in (SCOPED_VIEW, RECORD_LOADS_VIEW, CLAIMS_VIEW)]
+    relations = [list(row[1:]) for row in live + inputs + [r for closure in scoped for r in closure]]
     payload = {
         # names and definitions, not oids: dbt recreates its views on every build
-        "relations": [list(row[1:]) for row in live + inputs],
+        "relations": relations,
         "versions": _versions(conn, cfg, counted),
-        "inputs": [[str(v) for v in row] for row in inputs_row],
+        "inputs": [str(v) for v in inputs_row],
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return Inputs(
+        fingerprint=_hash(payload),
+        definitions=_hash(relations),
+        records_load_id=inputs_row[0],
+        claims_hash=_hash([str(inputs_row[1]), str(inputs_row[2])]),
+        scopable=all(scoped) and _changes_are_logged(conn, cfg, live, inputs, scoped[1] + scoped[2]),
+    )
+
+
+def _changes_are_logged(conn, cfg: Config, live: list[tuple], inputs: list[tuple], helpers: list[tuple]) -> bool:
+    """Whether a scoped refresh can tell which leads a change reaches: every table the live view
+    reads logs its changed rows (canon.red_lead_changes), or is read by the helper views the
+    refresh compares (the records' load ids, the claims)."""
+    logged = set(conn.execute(
+        "select t.tgrelid::oid from pg_trigger t join pg_proc p on p.oid = t.tgfoid"
+        " join pg_namespace n on n.oid = p.pronamespace"
+        " where n.nspname = %s and p.proname = 'note_red_lead_changes' and t.tgenabled <> 'D'"
+        " group by t.tgrelid having count(*) = 4",  # insert, update, delete, truncate
+        (cfg.canon_schema,),
+    ).fetchall())
+    logged = {row[0] for row in logged}
+    compared = {row[0] for row in helpers if row[3] != "v"}
+    unlogged = [f"{row[1]}.{row[2]}" for row in live + inputs
+                if row[3] != "v" and row[0] not in logged and row[0] not in compared]
+    if unlogged:
+        log.info("red-KPI state: %s log no changes: every refresh derives every lead", ", ".join(unlogged))
+    return not unlogged
+
+
+def _hash(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _with_kept(conn: psycopg.Connection, cfg: Config, fingerprint: str) -> str:
@@ -135,22 +216,112 @@ def _with_kept(conn: psycopg.Connection, cfg: Config, fingerprint: str) -> str:
     return hashlib.sha256(json.dumps([fingerprint, kept]).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Kept:
+    """What the kept state was derived from (canon.red_lead_history_inputs)."""
+
+    fingerprint: str
+    definitions: str | None
+    records_load_id: int | None
+    claims_hash: str | None
+    kept_versions: str | None
+    derived_leads: int | None
+
+
+def kept_inputs(conn: psycopg.Connection, cfg: Config) -> Kept | None:
+    row = conn.execute(sql.SQL(
+        "select fingerprint, definitions, records_load_id, claims_hash, kept_versions, derived_leads"
+        " from {}.red_lead_history_inputs").format(sql.Identifier(cfg.canon_schema))).fetchone()
+    return Kept(*row) if row else None
+
+
 def kept_fingerprint(conn: psycopg.Connection, cfg: Config) -> str | None:
-    row = conn.execute(sql.SQL("select fingerprint from {}.red_lead_history_inputs").format(
-        sql.Identifier(cfg.canon_schema))).fetchone()
-    return row[0] if row else None
+    kept = kept_inputs(conn, cfg)
+    return kept.fingerprint if kept else None
 
 
-def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
+def _kept_rows(conn: psycopg.Connection, cfg: Config) -> int:
+    estimate = conn.execute(
+        "select c.reltuples from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = 'red_lead_history'", (cfg.canon_schema,)).fetchone()
+    if estimate and estimate[0] >= 0:
+        return int(estimate[0])
+    return conn.execute(sql.SQL("select count(*) from {}.red_lead_history").format(
+        sql.Identifier(cfg.canon_schema))).fetchone()[0]
+
+
+def expect_changes(conn: psycopg.Connection, cfg: Config, records: int) -> None:
+    """A run about to write `records` records says so: when that is more than a scoped refresh
+    would derive, it marks "derive every lead" now, so its writes log nothing row by row."""
+    if records <= SCOPED_SHARE * _kept_rows(conn, cfg):
+        return
+    canon = sql.Identifier(cfg.canon_schema)
+    conn.execute(sql.SQL(
+        "insert into {canon}.red_lead_changes (record_uid, person_key) select null, null"
+        " where not exists (select 1 from {canon}.red_lead_changes where record_uid is null and person_key is null)"
+    ).format(canon=canon))
+
+
+def _scope(conn: psycopg.Connection, cfg: Config, now: Inputs | None, kept: Kept | None) -> int | None:
+    """Fill temp table lead_scope with the leads whose state may differ from the kept one; return
+    how many, or None when every lead must be derived (nothing kept to compare with, another
+    definition, an input that logs no changes, a truncate, or too many leads reached)."""
+    canon = sql.Identifier(cfg.canon_schema)
+    if now is None or not now.scopable or kept is None or kept.definitions != now.definitions:
+        return None
+    if kept.records_load_id is None or now.records_load_id is None or kept.claims_hash is None:
+        return None
+    if kept.kept_versions != json.dumps(_versions(conn, cfg, KEPT_TABLES)):
+        return None  # the kept state was written by someone else since
+    if conn.execute("select exists (select 1 from red_changes_seen where record_uid is null and person_key is null)"
+                    ).fetchone()[0]:
+        return None
+    limit = int(SCOPED_SHARE * _kept_rows(conn, cfg))
+
+    def q(text: str) -> sql.Composed:
+        return sql.SQL(text).format(canon=canon, loads=sql.Identifier(*RECORD_LOADS_VIEW),
+                                    claims=sql.Identifier(*CLAIMS_VIEW))
+
+    conn.execute("create temp table lead_scope (lead_record_uid bigint primary key)")
+    add = "insert into lead_scope (lead_record_uid) {} on conflict do nothing"
+    # records written since (new, edited, gone from raw)
+    conn.execute(q(add.format("select lead_record_uid from {loads} where load_id > %s")), (kept.records_load_id,))
+    # records whose link or attempts changed, and every lead of a person whose links or origin changed
+    conn.execute(q(add.format(
+        "select record_uid from red_changes_seen where record_uid is not null"
+        " union select l.record_uid from {canon}.identity_links l"
+        " where l.person_key in (select person_key from red_changes_seen where person_key is not null)"
+        " and l.source_table <> 'drivers'")))
+    if now.claims_hash != kept.claims_hash:
+        # claims added, removed or edited (multiset difference with the kept copy): their lead,
+        # and every lead of the person their driver is linked to
+        conn.execute(q("create temp table claims_changed as"
+                       " (select * from claims_now except all select " + CLAIM_COLUMNS + " from {canon}.red_lead_claims)"
+                       " union all (select " + CLAIM_COLUMNS + " from {canon}.red_lead_claims except all select * from claims_now)"))
+        conn.execute(q(add.format(
+            "select lead_record_uid from claims_changed where lead_id is not null"
+            " union select l.record_uid from {canon}.identity_links l"
+            " where l.person_key in (select d.person_key from {canon}.identity_links d"
+            "   join claims_changed c on c.driver_record_uid = d.record_uid where c.driver_id is not null)"
+            " and l.source_table <> 'drivers'")))
+    n = conn.execute("select count(*) from lead_scope").fetchone()[0]
+    if n > limit:
+        log.info("red-KPI state: %s leads reached by changes, more than %s: every lead is derived", f"{n:,}", f"{limit:,}")
+        return None
+    conn.execute("analyze lead_scope")
+    return n
+
+
+def refresh(conn: psycopg.Connection, cfg: Config, run_id: int | None) -> int:
     """Bring red_lead_history and the recovery queue in step with the live view; return rows written."""
-    live_view = sql.Identifier(*LIVE_VIEW)
     if conn.execute("select to_regclass(%s)", (".".join(LIVE_VIEW),)).fetchone()[0] is None:
         log.warning("%s is not built yet: red-KPI state and recovery queue not synced (run dbt build)",
                     ".".join(LIVE_VIEW))
         return 0
     canon = sql.Identifier(cfg.canon_schema)
-    inputs = inputs_fingerprint(conn, cfg)
-    if inputs is not None and kept_fingerprint(conn, cfg) == _with_kept(conn, cfg, inputs):
+    now = read_inputs(conn, cfg)
+    kept = kept_inputs(conn, cfg)
+    if now is not None and kept is not None and kept.fingerprint == _with_kept(conn, cfg, now.fingerprint):
         log.info("run %s: red-KPI state: nothing it is derived from changed since it was kept", run_id)
         return 0
     cols = sql.SQL(", ").join(map(sql.Identifier, STATE_COLUMNS))
@@ -159,20 +330,45 @@ def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
     def row_of(alias: str) -> sql.Composed:
         return sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(alias, c) for c in compared))
 
-    conn.execute("drop table if exists pg_temp.lead_state_live, pg_temp.lead_state_changed")
-    # the live derivation, once (joins against the view would make the planner derive it again)
-    conn.execute(sql.SQL("create temp table lead_state_live as select {} from {}").format(cols, live_view))
+    conn.execute("drop table if exists pg_temp.lead_state_live, pg_temp.lead_state_changed, pg_temp.lead_scope,"
+                 " pg_temp.red_changes_seen, pg_temp.claims_now, pg_temp.claims_changed")
+    # Read before deriving: what changes after these reads shows up in the next refresh (a
+    # logged change stays logged, a claim differs from the copy, a record gets a newer load id).
+    conn.execute(sql.SQL("create temp table red_changes_seen as select change_id, record_uid, person_key"
+                         " from {}.red_lead_changes").format(canon))
+    new_claims = now is not None and now.scopable and (kept is None or kept.claims_hash != now.claims_hash)
+    if new_claims:
+        conn.execute(sql.SQL("create temp table claims_now as select {} from {}").format(
+            sql.SQL(CLAIM_COLUMNS), sql.Identifier(*CLAIMS_VIEW)))
+    scope = _scope(conn, cfg, now, kept)
+
+    if scope is None:
+        # the live derivation, once (joins against the view would make the planner derive it again)
+        conn.execute(sql.SQL("create temp table lead_state_live as select {} from {}").format(
+            cols, sql.Identifier(*LIVE_VIEW)))
+        kept_rows = sql.SQL("{}.red_lead_history").format(canon)
+    else:
+        # the leads reached, through the scoped view; red_lead_scope is filled and emptied in
+        # one transaction, so no other session sees it filled
+        with conn.transaction():
+            conn.execute(sql.SQL("insert into {}.red_lead_scope select lead_record_uid from lead_scope").format(canon))
+            conn.execute(sql.SQL("analyze {}.red_lead_scope").format(canon))
+            conn.execute(sql.SQL("create temp table lead_state_live as select {} from {}").format(
+                cols, sql.Identifier(*SCOPED_VIEW)))
+            conn.execute(sql.SQL("delete from {}.red_lead_scope").format(canon))
+        kept_rows = sql.SQL("(select k.* from {}.red_lead_history k join lead_scope s"
+                            " on s.lead_record_uid = k.lead_record_uid)").format(canon)
     # leads whose state differs from the kept one: new or changed (is_gone false), or gone
     conn.execute(
         sql.SQL(
             "create temp table lead_state_changed as"
             " select coalesce(l.lead_record_uid, k.lead_record_uid) as lead_record_uid,"
             " l.lead_record_uid is null as is_gone, k.lead_record_uid is null as is_new, {live_cols}"
-            " from lead_state_live l full join {canon}.red_lead_history k on k.lead_record_uid = l.lead_record_uid"
+            " from lead_state_live l full join {kept_rows} k on k.lead_record_uid = l.lead_record_uid"
             " where l.lead_record_uid is null or k.lead_record_uid is null or {live_row} is distinct from {kept_row}"
         ).format(
             live_cols=sql.SQL(", ").join(sql.Identifier("l", c) for c in compared),
-            canon=canon, live_row=row_of("l"), kept_row=row_of("k"),
+            kept_rows=kept_rows, live_row=row_of("l"), kept_row=row_of("k"),
         )
     )
     conn.execute("drop table lead_state_live")
@@ -183,7 +379,9 @@ def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
         "select count(*) filter (where is_new), count(*) filter (where not is_new and not is_gone),"
         " count(*) filter (where is_gone) from lead_state_changed"
     ).fetchone()
-    log.info("run %s: red-KPI state: %s new leads, %s changed, %s gone", run_id, f"{new:,}", f"{changed:,}", f"{gone:,}")
+    log.info("run %s: red-KPI state (%s): %s new leads, %s changed, %s gone", run_id,
+             "every lead derived" if scope is None else f"{scope:,} leads reached by changes derived",
+             f"{new:,}", f"{changed:,}", f"{gone:,}")
 
     updates = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("c", c)) for c in compared)
 
@@ -242,10 +440,18 @@ def refresh(conn: psycopg.Connection, cfg: Config, run_id: int) -> int:
             " and q.status in ('matched', 'claimed')",
         ):
             written += max(conn.execute(q(stmt), {"run": run_id}).rowcount, 0)
+        # the changes this state accounts for, and the claims it read
+        conn.execute(q("delete from {canon}.red_lead_changes c using red_changes_seen s where c.change_id = s.change_id"))
+        if new_claims:
+            conn.execute(q("delete from {canon}.red_lead_claims"))
+            conn.execute(q("insert into {canon}.red_lead_claims (" + CLAIM_COLUMNS + ") select * from claims_now"))
         # what this state was derived from, with the kept state's counters after these writes
         conn.execute(q("delete from {canon}.red_lead_history_inputs"))
-        if inputs is not None:
-            conn.execute(q("insert into {canon}.red_lead_history_inputs (fingerprint, run_id) values (%s, %s)"),
-                         (_with_kept(conn, cfg, inputs), run_id))
-    conn.execute("drop table lead_state_changed")
+        if now is not None:
+            conn.execute(
+                q("insert into {canon}.red_lead_history_inputs (fingerprint, run_id, definitions, records_load_id,"
+                  " claims_hash, kept_versions, derived_leads) values (%s, %s, %s, %s, %s, %s, %s)"),
+                (_with_kept(conn, cfg, now.fingerprint), run_id, now.definitions, now.records_load_id,
+                 now.claims_hash if now.scopable else None, json.dumps(_versions(conn, cfg, KEPT_TABLES)), scope))
+    conn.execute("drop table if exists lead_state_changed, lead_scope, red_changes_seen, claims_now, claims_changed")
     return written

@@ -36,7 +36,8 @@ from matcher.errors import MatcherError
 DBT_FIXED_SCHEMAS = ("staging", "intermediate", "ops")
 OPS_SCHEMA = "ops"
 # The ops views the matcher reads to keep the red-KPI state and the queue (matcher/backlog.py).
-MATCHER_OPS_VIEWS = ("ops_kpi_red_lead_history", "ops_kpi_red_lead_inputs")
+MATCHER_OPS_VIEWS = ("ops_kpi_red_lead_history", "ops_kpi_red_lead_inputs", "ops_kpi_red_lead_history_scoped",
+                     "ops_kpi_red_lead_record_loads", "ops_kpi_red_lead_claims")
 # The matcher's input, built by dbt (runner.CANDIDATE_CONTRACT).
 MATCHER_INPUT_TABLES = ("identity_candidates", "identity_records", "identity_pending_records")
 
@@ -177,7 +178,7 @@ def _apply(conn: psycopg.Connection, cfg: Config, names: RoleNames, login_prefix
         if _relation_exists(conn, OPS_SCHEMA, view):
             run(sql.SQL("grant select on {} to {}").format(ident(OPS_SCHEMA, view), writer))
     # Default privileges are per schema, not per relation: after the next dbt build the writer
-    # can read every ops view, not only the two it needs. The ops views hold keys, dates,
+    # can read every ops view, not only the ones it needs. The ops views hold keys, dates,
     # reasons and counts, no personal data; see docs/reliability.md.
     run(sql.SQL("alter default privileges for role {} in schema {} grant select on tables to {}, {}").format(
         builder, ops, reader, writer))

@@ -220,6 +220,8 @@ class Run:
         due_count = self._select_due(conn, r)
         r.timings["select_due"] = time.perf_counter() - t0
 
+        # a run that will rewrite most leads' red-KPI state says so before it writes
+        backlog.expect_changes(conn, self.cfg, due_count)
         pairs = self._read_and_score(conn, r) if due_count else None
 
         t0 = time.perf_counter()

@@ -185,6 +185,76 @@ def derived_at(c):
     return row[0] if row else None
 
 
+def derived_leads(c):
+    """How many leads the last refresh derived (None: every lead)."""
+    return c.execute("select derived_leads from canon.red_lead_history_inputs").fetchone()[0]
+
+
+def build_and_run(env) -> dict:
+    result = CliRunner().invoke(cli, ["dbt", "run", "--quiet"], env=env)
+    assert result.exit_code == 0, result.output
+    return run_json(env)
+
+
+def test_a_refresh_derives_only_the_leads_changes_reached_and_keeps_the_live_state(story, cfg):
+    """Every kind of change at once; the refresh derives the leads they reach, and the state it
+    keeps is the live view's for every lead (not only for those)."""
+    db, env = story
+    run_json(env)
+    with db.connect(autocommit=True) as c:
+        leads = c.execute("select count(*) from canon.red_lead_history").fetchone()[0]
+        # a person with two or more leads and a linked driver
+        person, = c.execute(
+            "select l.person_key from canon.identity_links l where l.source_table <> 'drivers'"
+            " and exists (select 1 from canon.identity_links d where d.person_key = l.person_key"
+            "   and d.source_table = 'drivers')"
+            " group by l.person_key having count(*) >= 2 order by l.person_key limit 1").fetchone()
+        driver_pk, = c.execute("select source_pk from canon.identity_links where person_key = %s"
+                               " and source_table = 'drivers' limit 1", (person,)).fetchone()
+        # claims: one removed, one re-dated, one on the driver of that person (covers its leads)
+        c.execute("delete from raw.claims where claim_id = (select min(claim_id) from raw.claims where lead_id is not null)")
+        c.execute("update raw.claims set claimed_at = claimed_at - interval '3 days'"
+                  " where claim_id = (select max(claim_id) from raw.claims where lead_id is not null)")
+        c.execute("insert into raw.claims (claim_id, driver_id, lead_id, milestone, amount, claimed_at, status)"
+                  " values ('CLAIM-SCOPE-1', %s, null, 1, 50, now() - interval '1 day', 'pending')", (driver_pk,))
+        # the person's origin points at a later record by hand (inconsistent), another loses a link
+        c.execute("update canon.identity_origin set decided_at = decided_at + interval '1 second'"
+                  " where person_key = %s", (person,))
+        unlinked, = c.execute(
+            "delete from canon.identity_links where record_uid = (select max(l.record_uid)"
+            " from canon.identity_links l where l.source_table = 'cabinet_leads' and l.person_key <> %s)"
+            " returning record_uid", (person,)).fetchone()
+        # a lead gone from raw, a lead re-dated, a new lead of an existing person
+        c.execute("delete from raw.cabinet_leads where lead_id = (select min(lead_id) from raw.cabinet_leads)")
+        c.execute("update raw.scout_registrations set registered_at = registered_at - interval '2 days'"
+                  " where registration_id = (select min(registration_id) from raw.scout_registrations)")
+        c.execute("insert into raw.cabinet_leads select lead_id || '-again', created_at + interval '1 hour', first_name,"
+                  " last_name, phone, document_number, email, license_plate from raw.cabinet_leads"
+                  " where lead_id = (select max(lead_id) from raw.cabinet_leads)")
+    result = build_and_run(env)
+    assert result["rows_written"] > 0
+    with db.connect(autocommit=True) as c:
+        scoped = derived_leads(c)
+        assert scoped is not None and 0 < scoped < leads / 5
+        assert state_differences(c) == 0
+        assert c.execute("select count(*) from canon.recovery_queue where status in ('pending', 'failed')"
+                         ).fetchone()[0] == c.execute("select count(*) from ops.ops_kpi_red_backlog").fetchone()[0]
+        # what it read is gone from the change log; the scope is empty to everyone else
+        assert c.execute("select count(*) from canon.red_lead_changes").fetchone()[0] == 0
+        assert c.execute("select count(*) from canon.red_lead_scope").fetchone()[0] == 0
+        # the unlinked lead is back in the backlog (its latest attempt matched: not retried)
+        assert c.execute("select is_in_backlog from canon.red_lead_history where lead_record_uid = %s",
+                         (unlinked,)).fetchone() == (True,)
+    # a run that marks "every lead" (as one about to rewrite most of them does) derives every lead
+    with db.connect(autocommit=True) as c:
+        backlog.expect_changes(c, cfg, 10 ** 9)
+        c.execute("update canon.identity_origin set decided_at = decided_at + interval '1 second'"
+                  " where person_key = %s", (person,))
+        assert c.execute("select count(*) from canon.red_lead_changes").fetchone()[0] == 1  # the mark only
+        backlog.refresh(c, cfg, None)
+        assert derived_leads(c) is None and state_differences(c) == 0
+
+
 def test_a_run_over_unchanged_inputs_does_not_derive_the_red_state_again(story, cfg):
     db, env = story
     run_json(env)
@@ -203,40 +273,99 @@ def test_a_run_over_unchanged_inputs_does_not_derive_the_red_state_again(story, 
         assert state_differences(c) == 0
 
 
-@pytest.mark.parametrize("change", ["claim", "origin_by_hand", "kept_state_by_hand", "lead_edited"])
+CHANGES = ["claim", "claim_removed", "claim_redated", "driver_claim", "origin_by_hand", "origin_redated",
+           "link_removed", "kept_state_by_hand", "lead_edited", "lead_deleted"]
+
+
+def make_change(c, env, change: str) -> None:
+    """One change to what the red-KPI state reads, picked so that it changes some lead's state."""
+    def covered_lead(by: str):
+        # a cabinet lead covered by claims on it (by='lead') and by no driver claim
+        return c.execute(
+            "select h.lead_source_pk from canon.red_lead_history h where h.lead_source_table = 'cabinet_leads'"
+            " and h.claim_covered_at is not null and exists (select 1 from raw.claims k where k.lead_id = h.lead_source_pk)"
+            " and not exists (select 1 from canon.identity_links l join canon.identity_links d"
+            "   on d.person_key = l.person_key and d.source_table = 'drivers'"
+            "   join raw.claims k on k.driver_id = d.source_pk where l.record_uid = h.lead_record_uid)"
+            " order by h.lead_source_pk limit 1").fetchone()[0]
+
+    if change == "claim":
+        lead_pk, = c.execute("select lead_source_pk from ops.ops_kpi_red_backlog"
+                             " where lead_source_table = 'cabinet_leads' order by lead_source_pk limit 1").fetchone()
+        c.execute("insert into raw.claims (claim_id, driver_id, lead_id, milestone, amount, claimed_at, status)"
+                  " values ('CLAIM-TEST-3', null, %s, 1, 50, now(), 'pending')", (lead_pk,))
+    elif change == "claim_removed":
+        c.execute("delete from raw.claims where lead_id = %s", (covered_lead("lead"),))
+    elif change == "claim_redated":
+        c.execute("update raw.claims set claimed_at = claimed_at - interval '1 hour' where lead_id = %s",
+                  (covered_lead("lead"),))
+    elif change == "driver_claim":
+        # the driver of a person whose leads no claim covers yet: its claim covers them all
+        driver_pk, = c.execute(
+            "select d.source_pk from canon.identity_links d join canon.identity_links l"
+            " on l.person_key = d.person_key and l.source_table <> 'drivers'"
+            " join canon.red_lead_history h on h.lead_record_uid = l.record_uid"
+            " where d.source_table = 'drivers' group by d.source_pk"
+            " having bool_and(h.claim_covered_at is null) order by d.source_pk limit 1").fetchone()
+        c.execute("insert into raw.claims (claim_id, driver_id, lead_id, milestone, amount, claimed_at, status)"
+                  " values ('CLAIM-TEST-4', %s, null, 1, 50, now() - interval '1 day', 'pending')", (driver_pk,))
+    elif change == "origin_by_hand":
+        # one statement that deletes no row leaves the counter alone, one that deletes does not
+        version = c.execute("select version from canon.table_versions where table_name = 'identity_origin'"
+                            ).fetchone()
+        c.execute("delete from canon.identity_origin where false")
+        assert c.execute("select version from canon.table_versions where table_name = 'identity_origin'"
+                         ).fetchone() == version
+        c.execute("delete from canon.identity_origin where person_key ="
+                  " (select person_key from canon.identity_origin order by person_key limit 1)")
+    elif change == "origin_redated":
+        # a person with two resolved leads: the origin's date moves both leads' resolved_at
+        c.execute("update canon.identity_origin set decided_at = decided_at + interval '1 day' where person_key = ("
+                  " select l.person_key from canon.identity_links l join canon.red_lead_history h"
+                  " on h.lead_record_uid = l.record_uid where h.gap_reason = 'resolved'"
+                  " group by l.person_key having count(*) >= 2 order by l.person_key limit 1)")
+    elif change == "link_removed":
+        # a lead of a person with two leads, not its origin, loses its link (not retried: its
+        # latest attempt matched) and goes back to the backlog
+        c.execute("delete from canon.identity_links where record_uid = ("
+                  " select min(l.record_uid) from canon.identity_links l join canon.identity_origin o using (person_key)"
+                  " where l.source_table <> 'drivers' and l.source_pk <> o.origin_source_pk"
+                  " and l.person_key in (select person_key from canon.identity_links where source_table <> 'drivers'"
+                  "   group by person_key having count(*) >= 2))")
+    elif change == "kept_state_by_hand":
+        c.execute("delete from canon.red_lead_history where lead_record_uid ="
+                  " (select min(lead_record_uid) from canon.red_lead_history)")
+    else:
+        if change == "lead_edited":
+            # a lead's date moves: dbt rewrites its record, the lead's state (lead_at) changes
+            c.execute("update raw.cabinet_leads set created_at = created_at - interval '1 day' where lead_id ="
+                      " (select min(lead_id) from raw.cabinet_leads)")
+        else:
+            c.execute("delete from raw.cabinet_leads where lead_id = (select max(lead_id) from raw.cabinet_leads)")
+        result = CliRunner().invoke(cli, ["dbt", "run", "--quiet", "--select", "int_identity__records"], env=env)
+        assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("change", CHANGES)
 def test_any_change_to_what_the_red_state_reads_derives_it_again(story, change):
     db, env = story
     run_json(env)
     with db.connect(autocommit=True) as c:
         kept = derived_at(c)
-        if change == "claim":
-            lead_pk, = c.execute("select lead_source_pk from ops.ops_kpi_red_backlog"
-                                 " where lead_source_table = 'cabinet_leads' order by lead_source_pk limit 1").fetchone()
-            c.execute("insert into raw.claims (claim_id, driver_id, lead_id, milestone, amount, claimed_at, status)"
-                      " values ('CLAIM-TEST-3', null, %s, 1, 50, now(), 'pending')", (lead_pk,))
-        elif change == "origin_by_hand":
-            # one statement that deletes no row leaves the counter alone, one that deletes does not
-            version = c.execute("select version from canon.table_versions where table_name = 'identity_origin'"
-                                ).fetchone()
-            c.execute("delete from canon.identity_origin where false")
-            assert c.execute("select version from canon.table_versions where table_name = 'identity_origin'"
-                             ).fetchone() == version
-            c.execute("delete from canon.identity_origin where person_key ="
-                      " (select person_key from canon.identity_origin order by person_key limit 1)")
-        elif change == "kept_state_by_hand":
-            c.execute("delete from canon.red_lead_history where lead_record_uid ="
-                      " (select min(lead_record_uid) from canon.red_lead_history)")
-        else:
-            # a lead's date moves: dbt rewrites its record, the lead's state (lead_at) changes
-            c.execute("update raw.cabinet_leads set created_at = created_at - interval '1 day' where lead_id ="
-                      " (select min(lead_id) from raw.cabinet_leads)")
-            result = CliRunner().invoke(cli, ["dbt", "run", "--quiet", "--select", "int_identity__records"], env=env)
-            assert result.exit_code == 0, result.output
+        make_change(c, env, change)
+        # the change matters: the kept state is now wrong for some lead (so a refresh that
+        # missed that lead would leave a difference behind)
         assert state_differences(c) > 0 or change == "origin_by_hand"
     result = run_json(env)
     with db.connect(autocommit=True) as c:
         assert derived_at(c) != kept
         assert state_differences(c) == 0
+        # only the leads the change reached are derived; a hand edit of the kept state itself
+        # cannot be traced to leads, so every lead is
+        if change == "kept_state_by_hand":
+            assert derived_leads(c) is None
+        else:
+            assert 0 < derived_leads(c) <= 20
     assert result["rows_written"] > 0
 
 

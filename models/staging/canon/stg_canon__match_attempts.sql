@@ -6,6 +6,7 @@ renamed as (
     select
         attempt_id,
         run_id,
+        record_uid,
         source_table,
         source_pk,
         record_fingerprint,
