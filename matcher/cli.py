@@ -21,7 +21,7 @@ from matcher import config as config_mod
 from matcher import db as db_mod
 from matcher import dbt as dbt_mod
 from matcher import backlog, demo, runner
-from matcher.errors import DatabaseUnavailable, MatcherError
+from matcher.errors import DatabaseUnavailable, DbtFailed, MatcherError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -143,6 +143,17 @@ def dbt(ctx: Context, dbt_args):
     """Run dbt against the matcher's database, e.g. `matcher dbt build` or `matcher dbt docs generate`."""
     if not dbt_args:
         raise click.UsageError("name a dbt command, e.g. `matcher dbt build`")
+    from matcher.migrate import migrate as do_migrate, pending
+
+    # the ops views read the matcher's tables (dbt sources): bring them up to this version first
+    with ctx.db.connect(autocommit=True) as conn:
+        if pending(conn, ctx.config.canon_schema):
+            try:
+                do_migrate(conn, ctx.config.canon_schema)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise DbtFailed(
+                    f"the matcher's tables in schema {ctx.config.canon_schema} are older than this version and"
+                    " this user may not upgrade them: run `matcher migrate` as the matcher's user first") from exc
     dbt_mod.invoke(ctx.db, ctx.project, list(dbt_args))
 
 

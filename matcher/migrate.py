@@ -40,6 +40,12 @@ def applied(conn: psycopg.Connection, schema: str) -> set[int]:
     return {r[0] for r in rows}
 
 
+def pending(conn: psycopg.Connection, schema: str) -> list[str]:
+    """Migrations not applied to `schema` yet (read only)."""
+    have = applied(conn, schema)
+    return [f"{version:04d}_{name}" for version, name, _ in available() if version not in have]
+
+
 def migrate(conn: psycopg.Connection, schema: str) -> list[str]:
     """Bring `schema` up to date; return the names of the migrations applied now."""
     done: list[str] = []

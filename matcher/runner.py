@@ -240,12 +240,8 @@ class Run:
             r.rows_written += backlog.refresh(conn, self.cfg, r.run_id)
         r.timings["write"] = time.perf_counter() - t0
 
-        r.pending = conn.execute(
-            self.q(
-                "select count(*) from {ident}.identity_pending_records p"
-                " where not exists (select 1 from {canon}.identity_links l where l.record_uid = p.record_uid)"
-            )
-        ).fetchone()[0]
+        # the view holds exactly the records without a link (it reads the links live)
+        r.pending = conn.execute(self.q("select count(*) from {ident}.identity_pending_records")).fetchone()[0]
 
     def _analyze_written(self, conn, rows_written: int) -> None:
         if not rows_written:
@@ -292,8 +288,8 @@ class Run:
                 "   from {canon}.match_attempts a"
                 "   where a.record_uid = p.record_uid"
                 " ) a on true"
-                " where not exists (select 1 from {canon}.identity_links l where l.record_uid = p.record_uid)"
-                "   and (a.attempts = 0"
+                # the view holds only records without a link (it reads the links live)
+                " where (a.attempts = 0"
                 "        or a.last_fingerprint is distinct from p.fingerprint"
                 "        or (a.last_at < clock_timestamp() - make_interval(secs => %s) and a.attempts < %s))"
                 " order by p.event_at, p.record_uid"

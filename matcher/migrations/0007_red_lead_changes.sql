@@ -74,15 +74,32 @@ create table red_lead_scope (
     lead_record_uid bigint primary key
 );
 
--- The claims as the kept state read them (the dbt view ops_kpi_red_lead_claims), to tell which
--- claims were added, removed or edited since.
+-- The claims as the kept state read them (the distinct rows of the dbt view
+-- ops_kpi_red_lead_claims: the state depends on which claims exist, not on how many copies),
+-- to tell which were added, removed or edited since. A refresh brings it up to date (by
+-- claim_key, a hash of the row) and a scoped one then reads claims from it by lead and by
+-- driver (hash indexes: keys of any length).
 create table red_lead_claims (
+    claim_key           bigint      not null,
     lead_id             text,
     driver_id           text,
     claimed_at          timestamptz,
     lead_record_uid     bigint,
     driver_record_uid   bigint
 );
+create index red_lead_claims_key on red_lead_claims (claim_key);
+create index red_lead_claims_lead on red_lead_claims using hash (lead_id);
+create index red_lead_claims_driver on red_lead_claims using hash (driver_id);
+-- like the kept state, its changes are counted (0006): a copy written by anyone but the
+-- refresh is reconciled with the claims by the next refresh
+create trigger red_lead_claims_version_insert after insert on red_lead_claims referencing new table as changed_rows
+    for each statement execute function bump_table_version();
+create trigger red_lead_claims_version_update after update on red_lead_claims referencing new table as changed_rows
+    for each statement execute function bump_table_version();
+create trigger red_lead_claims_version_delete after delete on red_lead_claims referencing old table as changed_rows
+    for each statement execute function bump_table_version();
+create trigger red_lead_claims_version_truncate after truncate on red_lead_claims
+    for each statement execute function bump_table_version();
 
 -- Beside the fingerprint: what a scoped refresh needs to know about the kept state.
 alter table red_lead_history_inputs
