@@ -282,8 +282,7 @@ def _scope(conn: psycopg.Connection, cfg: Config, now: Inputs | None, kept: Kept
     limit = int(SCOPED_SHARE * _kept_rows(conn, cfg))
 
     def q(text: str) -> sql.Composed:
-        return sql.SQL(text).format(canon=canon, loads=sql.Identifier(*RECORD_LOADS_VIEW),
-                                    claims=sql.Identifier(*CLAIMS_VIEW))
+        return sql.SQL(text).format(canon=canon, loads=sql.Identifier(*RECORD_LOADS_VIEW))
 
     conn.execute("create temp table lead_scope (lead_record_uid bigint primary key)")
     add = "insert into lead_scope (lead_record_uid) {} on conflict do nothing"

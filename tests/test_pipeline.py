@@ -310,3 +310,24 @@ def test_a_run_that_wrote_much_analyzes_what_it_wrote(pconn):
     analyzed = {name for (name,) in pconn.execute(
         "select relname from pg_stat_user_tables where schemaname = 'canon' and last_analyze is not null")}
     assert set(WRITTEN_TABLES) <= analyzed
+
+
+def test_dbt_through_the_matcher_upgrades_the_matcher_tables_first(fresh_database, dbt_target, monkeypatch):
+    """The ops views read the canon tables (dbt sources): `matcher dbt ...` applies the
+    matcher's pending migrations before dbt runs, so an upgrade's new tables exist for it."""
+    from matcher import migrate as migrate_mod
+
+    every = migrate_mod.available()
+    with fresh_database.connect(autocommit=True) as c:
+        with monkeypatch.context() as mp:   # an install one version behind
+            mp.setattr(migrate_mod, "available", lambda: every[:-1])
+            migrate_mod.migrate(c, "canon")
+        newest = f"{every[-1][0]:04d}_{every[-1][1]}"
+        assert migrate_mod.pending(c, "canon") == [newest]
+    proc = subprocess.run(
+        [sys.executable, "-m", "matcher", "dbt", "run", "--quiet", "--select", "stg_canon__identity_links"],
+        env=subprocess_env(fresh_database, dbt_target), capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with fresh_database.connect(autocommit=True) as c:
+        assert migrate_mod.pending(c, "canon") == []
