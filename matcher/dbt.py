@@ -67,6 +67,20 @@ def invoke(
         cmd, cwd=project, env=dbt_env(db, project, extra_env), text=True,
         stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None,
     )
+    if proc.returncode != 0 and args[:1] in (["build"], ["run"]) and deadlocked(target_path):
+        # dbt replaces a view by renaming the old one aside and dropping it with its dependents
+        # (`drop ... cascade`); two threads doing that for views with a dependent in common (the
+        # canon staging views all feed the gap analysis) can deadlock, and Postgres cancels one.
+        # Nothing half-done stays behind: the victim's view is simply not replaced yet. `dbt
+        # retry` runs the failed and skipped models again, with the same arguments.
+        log.warning("dbt %s: two of its threads deadlocked replacing views; running the failed models again",
+                    args[0])
+        retry = [*cmd[: cmd.index("-c") + 2], "retry", *(["--quiet"] if "--quiet" in args else []),
+                 *cmd[cmd.index("--project-dir"):]]
+        proc = subprocess.run(
+            retry, cwd=project, env=dbt_env(db, project, extra_env), text=True,
+            stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None,
+        )
     if proc.returncode != 0 and args[:1] in (["build"], ["run"]) and "--select" not in args and "-s" not in args:
         _restore_ops_views(cmd, project, db)
     if proc.returncode != 0:
@@ -77,6 +91,15 @@ def invoke(
         hint = _upgrade_hint(target_path)
         raise DbtFailed(f"dbt {args[0]} failed (exit {proc.returncode}){': ' + detail if detail else ''}{hint}")
     return proc
+
+
+def deadlocked(target_path: Path) -> bool:
+    """Whether the last dbt invocation in `target_path` lost a model to a deadlock."""
+    try:
+        results = json.loads((target_path / "run_results.json").read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return any(r.get("status") == "error" and "deadlock detected" in (r.get("message") or "") for r in results)
 
 
 def _upgrade_hint(target_path: Path) -> str:
