@@ -68,7 +68,8 @@ INPUTS_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_inputs")
 SCOPED_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_history_scoped")
 RECORD_LOADS_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_record_loads")
 CLAIMS_VIEW = (OPS_SCHEMA, "ops_kpi_red_lead_claims")
-CLAIM_COLUMNS = "claim_key, lead_id, driver_id, claimed_at, lead_record_uid, driver_record_uid"
+CLAIM_VALUES = "lead_id, driver_id, claimed_at, lead_record_uid, driver_record_uid"  # ops_kpi_red_lead_claims
+CLAIM_COLUMNS = "claim_key, " + CLAIM_VALUES  # canon.red_lead_claims
 # a claim row's key in the kept copy: the same for the same values in any session (no time zone)
 CLAIM_KEY = ("hashtextextended(quote_nullable(lead_id) || '|' || quote_nullable(driver_id) || '|'"
              " || quote_nullable(extract(epoch from claimed_at)), 0)")
@@ -193,14 +194,13 @@ def _changes_are_logged(conn, cfg: Config, live: list[tuple], inputs: list[tuple
     """Whether a scoped refresh can tell which leads a change reaches: every table the live view
     reads logs its changed rows (canon.red_lead_changes), or is read by the helper views the
     refresh compares (the records' load ids, the claims)."""
-    logged = set(conn.execute(
+    logged = {row[0] for row in conn.execute(
         "select t.tgrelid::oid from pg_trigger t join pg_proc p on p.oid = t.tgfoid"
         " join pg_namespace n on n.oid = p.pronamespace"
         " where n.nspname = %s and p.proname = 'note_red_lead_changes' and t.tgenabled <> 'D'"
         " group by t.tgrelid having count(*) = 4",  # insert, update, delete, truncate
         (cfg.canon_schema,),
-    ).fetchall())
-    logged = {row[0] for row in logged}
+    )}
     compared = {row[0] for row in helpers if row[3] != "v"}
     unlogged = [f"{row[1]}.{row[2]}" for row in live + inputs
                 if row[3] != "v" and row[0] not in logged and row[0] not in compared]
@@ -265,7 +265,8 @@ def expect_changes(conn: psycopg.Connection, cfg: Config, records: int) -> None:
     ).format(canon=canon))
 
 
-def _scope(conn: psycopg.Connection, cfg: Config, now: Inputs | None, kept: Kept | None) -> int | None:
+def _scope(conn: psycopg.Connection, cfg: Config, now: Inputs | None, kept: Kept | None,
+           kept_rewritten: bool) -> int | None:
     """Fill temp table lead_scope with the leads whose state may differ from the kept one; return
     how many, or None when every lead must be derived (nothing kept to compare with, another
     definition, an input that logs no changes, a truncate, or too many leads reached)."""
@@ -274,7 +275,7 @@ def _scope(conn: psycopg.Connection, cfg: Config, now: Inputs | None, kept: Kept
         return None
     if kept.records_load_id is None or now.records_load_id is None or kept.claims_hash is None:
         return None
-    if kept.kept_versions != json.dumps(_versions(conn, cfg, KEPT_TABLES)):
+    if kept_rewritten:
         return None  # the kept state was written by someone else since
     if conn.execute("select exists (select 1 from red_changes_seen where record_uid is null and person_key is null)"
                     ).fetchone()[0]:
@@ -347,20 +348,20 @@ def _derive_and_keep(conn: psycopg.Connection, cfg: Config, run_id: int | None, 
                          " from {}.red_lead_changes").format(canon))
     # the claims copy is reconciled with the claims when they changed, and when anyone but a
     # refresh wrote the kept tables since (the copy among them)
+    kept_rewritten = kept is not None and kept.kept_versions != json.dumps(_versions(conn, cfg, KEPT_TABLES))
     new_claims = now is not None and now.scopable and (
-        kept is None or kept.claims_hash != now.claims_hash
-        or kept.kept_versions != json.dumps(_versions(conn, cfg, KEPT_TABLES)))
+        kept is None or kept.claims_hash != now.claims_hash or kept_rewritten)
     if new_claims:
         # the claims now, as distinct rows, and how they differ from the kept copy
         conn.execute(sql.SQL("create temp table claims_now as select distinct {key} as claim_key, {cols} from {view}").format(
-            key=sql.SQL(CLAIM_KEY), cols=sql.SQL(CLAIM_COLUMNS.split(", ", 1)[1]), view=sql.Identifier(*CLAIMS_VIEW)))
+            key=sql.SQL(CLAIM_KEY), cols=sql.SQL(CLAIM_VALUES), view=sql.Identifier(*CLAIMS_VIEW)))
         conn.execute(sql.SQL(
             "create temp table claims_changed as"
             " select *, true as is_added from (select * from claims_now except select {cols} from {canon}.red_lead_claims) a"
             " union all"
             " select *, false from (select {cols} from {canon}.red_lead_claims except select * from claims_now) g"
         ).format(cols=sql.SQL(CLAIM_COLUMNS), canon=canon))
-    scope = _scope(conn, cfg, now, kept)
+    scope = _scope(conn, cfg, now, kept, kept_rewritten)
     if new_claims:
         # the copy becomes the claims now (a scoped derivation reads claims from it)
         conn.execute(sql.SQL(
