@@ -209,6 +209,91 @@ def _changes_are_logged(conn, cfg: Config, live: list[tuple], inputs: list[tuple
     return not unlogged
 
 
+def _queue_key(table: str, pk: str) -> str:
+    """Join condition to queue item `q` by its unique index (source_table, md5(source_pk)): the
+    lookup stays an index probe whatever the planner thinks of the other side's size (joined on
+    the raw key, a misestimate of a few rows made it re-scan the whole queue per row)."""
+    return f"({table}, md5({pk})) = (q.source_table, md5(q.source_pk)) and {pk} = q.source_pk"
+
+
+# The writes that keep the red-KPI state, queue included, in order (after lead_state_changed
+# is filled): {canon}, {cols} (STATE_COLUMNS) and {updates} are filled by keep_statement,
+# %(run)s is the run id.
+KEEP_STATEMENTS: dict[str, str] = {
+    "history_gone": (
+        "delete from {canon}.red_lead_history k using lead_state_changed c"
+        " where c.is_gone and k.lead_record_uid = c.lead_record_uid"
+    ),
+    # new leads by a plain insert (a first run inserts every lead), changed ones by an update
+    "history_new": (
+        "insert into {canon}.red_lead_history ({cols}, updated_run_id)"
+        " select {cols}, %(run)s from lead_state_changed where is_new"
+    ),
+    "history_changed": (
+        "update {canon}.red_lead_history k set {updates}, updated_run_id = %(run)s, updated_at = clock_timestamp()"
+        " from lead_state_changed c where not c.is_gone and not c.is_new and k.lead_record_uid = c.lead_record_uid"
+    ),
+    # this run's attempts on leads already queued
+    "queue_attempts": (
+        "update {canon}.recovery_queue q set attempts = q.attempts + 1, last_attempt_at = a.attempted_at,"
+        " status = case a.outcome when 'matched' then 'matched' else 'failed' end,"
+        " fail_reason = a.fail_reason, record_fingerprint = a.record_fingerprint,"
+        " matched_person_key = a.person_key,"
+        " matched_run_id = case a.outcome when 'matched' then a.run_id end,"
+        " closed_at = case a.outcome when 'matched' then a.attempted_at end, updated_at = clock_timestamp()"
+        " from {canon}.match_attempts a"
+        " where a.run_id = %(run)s and " + _queue_key("a.source_table", "a.source_pk")
+    ),
+    # seed: every backlog lead has a queue item; one queued now carries this run's attempt
+    # from the start (the same row the update above gives an item queued before it, without
+    # writing every new item twice: half a million items in a first run)
+    "queue_seed": (
+        "insert into {canon}.recovery_queue (source_table, source_pk, status, lead_at, fail_reason, attempts,"
+        " last_attempt_at, record_fingerprint, matched_person_key, matched_run_id, closed_at)"
+        " select c.lead_source_table, c.lead_source_pk,"
+        " case a.outcome when 'matched' then 'matched' when 'failed' then 'failed' else 'pending' end,"
+        " c.lead_at, case when a.outcome is null then c.last_fail_reason else a.fail_reason end,"
+        " (a.outcome is not null)::integer, a.attempted_at, a.record_fingerprint, a.person_key,"
+        " case a.outcome when 'matched' then a.run_id end, case a.outcome when 'matched' then a.attempted_at end"
+        " from lead_state_changed c"
+        " left join lateral (select * from {canon}.match_attempts m"
+        "   where m.record_uid = c.lead_record_uid and m.run_id = %(run)s"
+        "   order by m.attempted_at desc, m.attempt_id desc limit 1) a on true"
+        " where not c.is_gone and c.is_in_backlog"
+        " on conflict (source_table, md5(source_pk)) do nothing"
+    ),
+    # leads that left the backlog without an attempt of this run: a claim, or a repaired origin
+    "queue_left": (
+        "update {canon}.recovery_queue q set"
+        " status = case when l.person_key is not null and g.gap_reason = 'resolved' then 'matched' else 'claimed' end,"
+        " matched_person_key = l.person_key, closed_at = clock_timestamp(), updated_at = clock_timestamp()"
+        " from lead_state_changed g"
+        " left join {canon}.identity_links l on l.record_uid = g.lead_record_uid"
+        " where not g.is_gone and not g.is_in_backlog"
+        " and " + _queue_key("g.lead_source_table", "g.lead_source_pk") +
+        " and q.status in ('pending', 'failed')"
+    ),
+    # leads that came back into the backlog (e.g. an origin became inconsistent)
+    "queue_back": (
+        "update {canon}.recovery_queue q set status = 'pending', closed_at = null, updated_at = clock_timestamp()"
+        " from lead_state_changed b"
+        " where not b.is_gone and b.is_in_backlog"
+        " and " + _queue_key("b.lead_source_table", "b.lead_source_pk") +
+        " and q.status in ('matched', 'claimed')"
+    ),
+}
+
+
+def keep_statement(cfg: Config, name: str) -> sql.Composed:
+    """One of KEEP_STATEMENTS, composed for the canon schema."""
+    compared = [c for c in STATE_COLUMNS if c != "lead_record_uid"]
+    return sql.SQL(KEEP_STATEMENTS[name]).format(
+        canon=sql.Identifier(cfg.canon_schema),
+        cols=sql.SQL(", ").join(map(sql.Identifier, STATE_COLUMNS)),
+        updates=sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("c", c)) for c in compared),
+    )
+
+
 def _hash(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -416,62 +501,12 @@ def _derive_and_keep(conn: psycopg.Connection, cfg: Config, run_id: int | None, 
              "every lead derived" if scope is None else f"{scope:,} leads reached by changes derived",
              f"{new:,}", f"{changed:,}", f"{gone:,}")
 
-    updates = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("c", c)) for c in compared)
-
     def q(text: str) -> sql.Composed:
-        return sql.SQL(text).format(canon=canon, cols=cols, updates=updates)
+        return sql.SQL(text).format(canon=canon)
 
     written = 0
-    for stmt in (
-        "delete from {canon}.red_lead_history k using lead_state_changed c"
-        " where c.is_gone and k.lead_record_uid = c.lead_record_uid",
-        # new leads by a plain insert (a first run inserts every lead), changed ones by an update
-        "insert into {canon}.red_lead_history ({cols}, updated_run_id)"
-        " select {cols}, %(run)s from lead_state_changed where is_new",
-        "update {canon}.red_lead_history k set {updates}, updated_run_id = %(run)s, updated_at = clock_timestamp()"
-        " from lead_state_changed c where not c.is_gone and not c.is_new and k.lead_record_uid = c.lead_record_uid",
-        # this run's attempts on leads already queued
-        "update {canon}.recovery_queue q set attempts = q.attempts + 1, last_attempt_at = a.attempted_at,"
-        " status = case a.outcome when 'matched' then 'matched' else 'failed' end,"
-        " fail_reason = a.fail_reason, record_fingerprint = a.record_fingerprint,"
-        " matched_person_key = a.person_key,"
-        " matched_run_id = case a.outcome when 'matched' then a.run_id end,"
-        " closed_at = case a.outcome when 'matched' then a.attempted_at end, updated_at = clock_timestamp()"
-        " from {canon}.match_attempts a"
-        " where a.run_id = %(run)s and (a.source_table, a.source_pk) = (q.source_table, q.source_pk)",
-        # seed: every backlog lead has a queue item; one queued now carries this run's attempt
-        # from the start (the same row the update above gives an item queued before it, without
-        # writing every new item twice: half a million items in a first run)
-        "insert into {canon}.recovery_queue (source_table, source_pk, status, lead_at, fail_reason, attempts,"
-        " last_attempt_at, record_fingerprint, matched_person_key, matched_run_id, closed_at)"
-        " select c.lead_source_table, c.lead_source_pk,"
-        " case a.outcome when 'matched' then 'matched' when 'failed' then 'failed' else 'pending' end,"
-        " c.lead_at, case when a.outcome is null then c.last_fail_reason else a.fail_reason end,"
-        " (a.outcome is not null)::integer, a.attempted_at, a.record_fingerprint, a.person_key,"
-        " case a.outcome when 'matched' then a.run_id end, case a.outcome when 'matched' then a.attempted_at end"
-        " from lead_state_changed c"
-        " left join lateral (select * from {canon}.match_attempts m"
-        "   where m.record_uid = c.lead_record_uid and m.run_id = %(run)s"
-        "   order by m.attempted_at desc, m.attempt_id desc limit 1) a on true"
-        " where not c.is_gone and c.is_in_backlog"
-        " on conflict (source_table, md5(source_pk)) do nothing",
-        # leads that left the backlog without an attempt of this run: a claim, or a repaired origin
-        "update {canon}.recovery_queue q set"
-        " status = case when l.person_key is not null and g.gap_reason = 'resolved' then 'matched' else 'claimed' end,"
-        " matched_person_key = l.person_key, closed_at = clock_timestamp(), updated_at = clock_timestamp()"
-        " from lead_state_changed g"
-        " left join {canon}.identity_links l on l.record_uid = g.lead_record_uid"
-        " where not g.is_gone and not g.is_in_backlog"
-        " and (g.lead_source_table, g.lead_source_pk) = (q.source_table, q.source_pk)"
-        " and q.status in ('pending', 'failed')",
-        # leads that came back into the backlog (e.g. an origin became inconsistent)
-        "update {canon}.recovery_queue q set status = 'pending', closed_at = null, updated_at = clock_timestamp()"
-        " from lead_state_changed b"
-        " where not b.is_gone and b.is_in_backlog"
-        " and (b.lead_source_table, b.lead_source_pk) = (q.source_table, q.source_pk)"
-        " and q.status in ('matched', 'claimed')",
-    ):
-        written += max(conn.execute(q(stmt), {"run": run_id}).rowcount, 0)
+    for name in KEEP_STATEMENTS:
+        written += max(conn.execute(keep_statement(cfg, name), {"run": run_id}).rowcount, 0)
     # the changes this state accounts for
     conn.execute(q("delete from {canon}.red_lead_changes c using red_changes_seen s where c.change_id = s.change_id"))
     # what this state was derived from, with the kept state's counters after these writes

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 from psycopg import sql
@@ -405,3 +406,84 @@ def test_report_and_diagnose(story, tmp_path):
     d = json.loads(diag.output)["diagnostics"]
     assert d["recent_runs"][0]["status"] == "succeeded"
     assert d["links_without_origin"] == 0 and d["inconsistent_origins"] == 0
+
+
+def rescanned_scans(node: dict, inner: bool = False) -> list[dict]:
+    """Scan nodes on the inner side of a nested loop, run again (or, under a Materialize, read
+    again) for every outer row; a Hash in between is built once and probed by key."""
+    if node["Node Type"] == "Hash":
+        return []
+    found = [node] if inner and "Scan" in node["Node Type"] else []
+    children = node.get("Plans", [])
+    for i, child in enumerate(children):
+        found += rescanned_scans(child, inner or (node["Node Type"] == "Nested Loop" and i == 1))
+    return found
+
+
+def probe_condition(scan: dict) -> str:
+    if scan["Node Type"] == "Bitmap Heap Scan":
+        return " ".join(c.get("Index Cond", "") for c in scan.get("Plans", []))
+    return scan.get("Index Cond", "")
+
+
+@pytest.mark.parametrize("name", [n for n in backlog.KEEP_STATEMENTS if n.startswith("queue_")])
+def test_queue_writes_probe_by_key_while_statistics_have_not_seen_the_run(story, cfg, name):
+    """Right after a run writes its attempts, the statistics know nothing of its run id, so the
+    planner takes this run's attempts for a row or two. Whatever join it picks then, the queue
+    and the attempt log must be reached per row by an index probe on the row's key, never by a
+    scan re-run for every row (seen at 1M leads: 11,686 attempts x a full scan of a 491k-item
+    queue, over three minutes; and a probe by run id alone walked all the run's attempts per lead)."""
+    db, env = story
+    run_json(env)
+    canon = sql.Identifier(cfg.canon_schema)
+    compared = [c for c in backlog.STATE_COLUMNS if c != "lead_record_uid"]
+    with db.connect() as c:
+        c.execute(sql.SQL("analyze {}.match_attempts, {}.recovery_queue").format(canon, canon))
+        unseen_run = c.execute(sql.SQL("select max(run_id) + 1 from {}.match_runs").format(canon)).fetchone()[0]
+        # lead_state_changed as a refresh leaves it: one row per lead whose state changed
+        c.execute(sql.SQL("create temp table lead_state_changed as select lead_record_uid, false as is_gone,"
+                          " false as is_new, {} from {}.red_lead_history").format(
+            sql.SQL(", ").join(map(sql.Identifier, compared)), canon))
+        c.execute("create index on lead_state_changed using hash (lead_source_pk)")
+        c.execute("analyze lead_state_changed")
+        c.execute("set local enable_hashjoin = off")
+        c.execute("set local enable_mergejoin = off")
+        plan = c.execute(sql.SQL("explain (format json) {}").format(backlog.keep_statement(cfg, name)),
+                         {"run": unseen_run}).fetchone()[0][0]["Plan"]
+        c.rollback()
+    probes = [s for s in rescanned_scans(plan) if s.get("Relation Name") in ("match_attempts", "recovery_queue")]
+    for scan in probes:
+        assert "Index" in scan["Node Type"] or scan["Node Type"] == "Bitmap Heap Scan", (name, scan)
+        assert any(key in probe_condition(scan) for key in ("record_uid", "md5(")), (name, scan)
+
+
+def test_runs_are_never_removed_and_every_run_reference_is_tested(story, cfg, capfd):
+    """Run references are not foreign keys (migration 0009: checked per row, they cost more than
+    the writes): runs cannot be deleted or truncated, and dbt's source tests catch a row that
+    names a run that does not exist."""
+    db, env = story
+    canon = sql.Identifier(cfg.canon_schema)
+    with db.connect() as c:
+        for statement in ("delete from {}.match_runs where run_id = (select min(run_id) from {}.match_runs)",
+                          "truncate {}.match_runs cascade"):
+            with pytest.raises(psycopg.errors.RestrictViolation, match="runs are never deleted"):
+                c.execute(sql.SQL(statement).format(canon, canon))
+            c.rollback()
+        assert c.execute(sql.SQL("select count(*) from {}.match_runs").format(canon)).fetchone()[0] > 0
+
+    test_registry = ["dbt", "test", "--quiet", "--select", "source:canon.identity_registry"]
+    assert CliRunner().invoke(cli, test_registry, env=env).exit_code == 0
+    person = "00000000-0000-0000-0000-00000000d0d0"
+    with db.connect(autocommit=True) as c:
+        c.execute(sql.SQL("insert into {}.identity_registry (person_key, created_by_run)"
+                          " select %s, max(run_id) + 1000 from {}.match_runs").format(canon, canon), (person,))
+    try:
+        capfd.readouterr()
+        result = CliRunner().invoke(cli, test_registry, env=env)
+        assert result.exit_code != 0
+        dbt_output = capfd.readouterr().out   # dbt writes to the process's stdout
+        assert "FAIL 1 source_relationships_canon_identity_registry_created_by_run" in dbt_output, dbt_output
+    finally:
+        with db.connect(autocommit=True) as c:
+            c.execute(sql.SQL("delete from {}.identity_registry where person_key = %s").format(canon), (person,))
+    assert CliRunner().invoke(cli, test_registry, env=env).exit_code == 0

@@ -43,3 +43,10 @@ final as (
 )
 
 select * from final
+{% if is_incremental() -%}
+-- New keys go into the index in its own order: the few hundred thousand keys of an hourly run
+-- land on most of its leaf pages (1.6 GB at 1M leads), and in key order those pages are read
+-- front to back instead of at random. Measured at 1M leads, 285k keys, index pages out of
+-- every cache: 13.9-15.4 s in record order, 5.1-6.7 s in key order (equal when cached: ~3 s).
+order by key_hash
+{%- endif %}

@@ -131,3 +131,7 @@ final as (
 )
 
 select * from final
+{% if is_incremental() -%}
+-- appended in the order of the unique index, like the new blocking keys (their model says why)
+order by left_uid, right_uid
+{%- endif %}
