@@ -2,7 +2,8 @@
 
 - `read_int64`: `COPY (query) TO STDOUT (FORMAT BINARY)` of non-null int8 columns, decoded as
   one fixed-width numpy record array (26 bytes a row for two columns).
-- `write_int64`: the reverse, one binary COPY of int8 columns built with numpy.
+- `write_int64` / `write_columns`: the reverse, one binary COPY of fixed-width numeric columns
+  (smallint, integer, bigint, real, double precision) laid out by numpy.
 - `read_text`: one text column, split on newlines; COPY's text escapes are undone only when a
   value needs it (normalized identifiers and names never do).
 """
@@ -88,12 +89,32 @@ def read_int64(conn: psycopg.Connection, query: sql.Composable, ncols: int, para
 
 def write_int64(conn: psycopg.Connection, table: sql.Composable, columns: list[str], values: list[np.ndarray]) -> None:
     """Append rows (one int64 array per column, equal lengths) to `table` with one binary COPY."""
-    n = len(values[0]) if values else 0
-    rows = np.empty(n, dtype=_row_dtype(len(columns)))
-    rows["n"] = len(columns)
-    for i, v in enumerate(values):
-        rows[f"len{i}"] = 8
-        rows[f"c{i}"] = np.asarray(v, dtype=np.int64)
+    write_columns(conn, table, {c: np.asarray(v, dtype=np.int64) for c, v in zip(columns, values)})
+
+
+# numpy kinds that are one fixed-width Postgres type each, in COPY's big-endian wire form
+_WIRE = {np.dtype(np.int16): ">i2", np.dtype(np.int32): ">i4", np.dtype(np.int64): ">i8",
+         np.dtype(np.float32): ">f4", np.dtype(np.float64): ">f8"}
+
+
+def write_columns(conn: psycopg.Connection, table: sql.Composable, columns: dict[str, np.ndarray]) -> None:
+    """Append rows to `table` with one binary COPY, one numpy array per column (equal lengths):
+    int16/int32/int64/float32/float64 for smallint/integer/bigint/real/double precision columns.
+    No nulls (a float NaN is stored as NaN); the rows are laid out by numpy, not by Python."""
+    arrays = [np.asarray(v) for v in columns.values()]
+    if any(a.dtype not in _WIRE for a in arrays):
+        raise TypeError(f"binary COPY columns must be one of {sorted(map(str, _WIRE))}, got {[str(a.dtype) for a in arrays]}")
+    n = len(arrays[0]) if arrays else 0
+    if any(len(a) != n for a in arrays):
+        raise ValueError("binary COPY columns of different lengths")
+    fields = [("n", ">i2")]
+    for i, a in enumerate(arrays):
+        fields += [(f"len{i}", ">i4"), (f"c{i}", _WIRE[a.dtype])]
+    rows = np.empty(n, dtype=np.dtype(fields))
+    rows["n"] = len(arrays)
+    for i, a in enumerate(arrays):
+        rows[f"len{i}"] = a.dtype.itemsize
+        rows[f"c{i}"] = a
     statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
         table, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
     with conn.cursor() as cur, cur.copy(statement) as cp:

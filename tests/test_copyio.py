@@ -30,6 +30,35 @@ def test_int64_round_trip_keeps_every_value_and_the_order(conn, chunk_bytes):
     assert np.array_equal(back[:, 0], a) and np.array_equal(back[:, 1], b)
 
 
+def test_mixed_numeric_columns_round_trip_exactly(conn):
+    rng = np.random.default_rng(5)
+    n = 5_000
+    cols = {
+        "i2": np.concatenate([[np.iinfo(np.int16).min, np.iinfo(np.int16).max, -1], rng.integers(-999, 999, n - 3)]).astype(np.int16),
+        "i4": rng.integers(np.iinfo(np.int32).min, np.iinfo(np.int32).max, n, dtype=np.int32),
+        "i8": rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, n, dtype=np.int64),
+        "f4": np.concatenate([[np.nan, np.inf, -0.0], rng.standard_normal(n - 3)]).astype(np.float32),
+        "f8": rng.standard_normal(n),
+    }
+    conn.execute("create temp table mixed (i serial, i2 smallint, i4 integer, i8 bigint, f4 real, f8 double precision)")
+    copyio.write_columns(conn, sql.Identifier("mixed"), cols)
+    rows = conn.execute("select i2, i4, i8, f4, f8 from mixed order by i").fetchall()
+    assert len(rows) == n
+    for j, name in enumerate(cols):
+        back = np.array([r[j] for r in rows], dtype=cols[name].dtype)
+        assert np.array_equal(back, cols[name], equal_nan=name.startswith("f")), name
+    assert conn.execute("select count(*) from mixed where f4 = 'NaN'").fetchone()[0] == 1
+
+
+def test_write_columns_refuses_other_types_and_ragged_columns(conn):
+    conn.execute("create temp table t (a bigint, b bigint)")
+    with pytest.raises(TypeError, match="binary COPY columns"):
+        copyio.write_columns(conn, sql.Identifier("t"), {"a": np.array([1, 2], dtype=np.uint64), "b": np.array([1, 2])})
+    with pytest.raises(ValueError, match="different lengths"):
+        copyio.write_columns(conn, sql.Identifier("t"), {"a": np.array([1, 2]), "b": np.array([1])})
+    assert conn.execute("select count(*) from t").fetchone()[0] == 0
+
+
 def test_int64_read_of_nothing_is_an_empty_array(conn):
     back = copyio.read_int64(conn, sql.SQL("select 1::bigint, 2::bigint where false"), 2)
     assert back.shape == (0, 2)

@@ -1,43 +1,35 @@
-{{ config(materialized='view') }}
 -- Every person record without a link yet, and whether it can be matched at all.
 -- A view: it shows a matcher run's new links at once and costs nothing to build; the lookups
 -- behind it use the indexes of int_identity__records_usable and canon.identity_links.
+--
+-- A plain select, no CTEs (like identity_records): Postgres never flattens a view that has a
+-- WITH clause into the query reading it, so the matcher's join of its decided records to this
+-- view by record_uid would read every pending record instead of looking its own up by index.
+{{ config(materialized='view') }}
 
-with records as (
-    select * from {{ ref('int_identity__records_usable') }}
-    where not is_deleted
-),
-
-links as (
-    select * from {{ ref('stg_canon__identity_links') }}
-),
-
-pending as (
-    select records.*
-    from records
-    where not exists (select 1 from links where links.record_uid = records.record_uid)
-),
-
-final as (
-    select
-        record_uid,
-        source_table,
-        source_pk,
-        record_kind,
-        origin_tag,
-        event_at,
-        fingerprint,
-        (
-            (phone is not null)::integer
-            + (document_number is not null)::integer
-            + (email is not null)::integer
-            + (plate is not null)::integer
-        ) as usable_identifier_count,
-        case
-            when phone is null and document_number is null and email is null and plate is null
-                then case when has_shared_identifier then 'shared_identifier' else 'missing_identifiers' end
-        end as precheck_fail_reason
-    from pending
-)
-
-select * from final
+select
+    records.record_uid,
+    records.source_table,
+    records.source_pk,
+    records.record_kind,
+    records.origin_tag,
+    records.event_at,
+    records.fingerprint,
+    (
+        (records.phone is not null)::integer
+        + (records.document_number is not null)::integer
+        + (records.email is not null)::integer
+        + (records.plate is not null)::integer
+    ) as usable_identifier_count,
+    case
+        when records.phone is null and records.document_number is null
+            and records.email is null and records.plate is null
+            then case when records.has_shared_identifier then 'shared_identifier' else 'missing_identifiers' end
+    end as precheck_fail_reason
+from {{ ref('int_identity__records_usable') }} as records
+where not records.is_deleted
+    and not exists (
+        select 1
+        from {{ ref('stg_canon__identity_links') }} as links
+        where links.record_uid = records.record_uid
+    )
