@@ -366,11 +366,11 @@ class Run:
         # written (its scans are never synchronized or parallel), so each column is read without
         # sorting it again (1.5M records: 0.25 s against 0.73 s a column); were the uids read out
         # of order, every column is sorted as before
-        num = copyio.read_int64(conn, sql.SQL("select record_uid, name_frequency from attrs"), 2)
         order = sql.SQL("")
+        num = copyio.read_int64(conn, sql.SQL("select record_uid, name_frequency from attrs{}").format(order), 2)
         if len(num) > 1 and not bool(np.all(num[1:, 0] > num[:-1, 0])):
             order = sql.SQL(" order by record_uid")
-            num = copyio.read_int64(conn, sql.SQL("select record_uid, name_frequency from attrs order by record_uid"), 2)
+            num = copyio.read_int64(conn, sql.SQL("select record_uid, name_frequency from attrs{}").format(order), 2)
         rec_uid, rec_freq = num[:, 0], num[:, 1].astype(np.int32)
         # each field's distinct values once, and every record's code into them
         values, codes = {}, {}
