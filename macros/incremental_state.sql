@@ -119,28 +119,43 @@
     )) }}
 {%- endmacro %}
 
-{#- pre-hook of int_identity__blocking_keys, incremental runs: stop unless the kept keys were
-    made by the current definition (an upgrade that changed the keys, or a changed blocking var);
-    a full refresh rebuilds them, and nothing is written before this check -#}
-{% macro check_blocking_definition() -%}
+{#- How int_identity__records hashes a raw row (macros/row_hash.sql): the stored hashes were
+    made one way; compared with hashes made another, every raw row would look changed. -#}
+{% macro row_hash_definition_fingerprint() -%}
+    {{ return(local_md5(row_hash(['first_column', 'second_column']))) }}
+{%- endmacro %}
+
+{#- pre-hook of an incremental model whose kept rows depend on how they were made, incremental
+    runs only: stop unless the kept rows were made by the definition `fingerprint` (an upgrade
+    that changed it, or a changed var); a full refresh rebuilds them, and nothing is written
+    before this check. `what` names the rows in the message. -#}
+{% macro check_definition(fingerprint, what) -%}
     do $check$ begin
         if not exists (
             select from {{ load_state_relation() }}
             where model_name = '{{ this.identifier }}'
-                and upstream_name = 'definition:{{ blocking_definition_fingerprint() }}'
+                and upstream_name = 'definition:{{ fingerprint }}'
         ) then
-            raise exception 'the blocking keys are defined differently from when the kept keys were built (a new version, or a changed blocking var): rebuild the identity models once with `matcher dbt run --full-refresh` (the matcher''s own tables are kept; docs/runbook.md)';
+            raise exception '{{ what }} {{ "are" }} defined differently from when the kept ones were built (a new version, or a changed var): rebuild the identity models once with `matcher dbt run --full-refresh` (the matcher''s own tables are kept; docs/runbook.md)';
         end if;
     end $check$
 {%- endmacro %}
 
-{#- post-hook of int_identity__blocking_keys: the kept keys are made by the current definition -#}
-{% macro mark_blocking_definition() -%}
-    {%- set definition = 'definition:' ~ blocking_definition_fingerprint() %}
+{#- post-hook of the same model: the kept rows are made by the definition `fingerprint` -#}
+{% macro mark_definition(fingerprint) -%}
+    {%- set definition = 'definition:' ~ fingerprint %}
     delete from {{ load_state_relation() }}
     where model_name = '{{ this.identifier }}' and upstream_name like 'definition:%'
         and upstream_name <> '{{ definition }}';
     insert into {{ load_state_relation() }} (model_name, upstream_name, loaded_through, updated_at)
     values ('{{ this.identifier }}', '{{ definition }}', 0, now())
     on conflict (model_name, upstream_name) do nothing
+{%- endmacro %}
+
+{% macro check_blocking_definition() -%}
+    {{ check_definition(blocking_definition_fingerprint(), 'the blocking keys') }}
+{%- endmacro %}
+
+{% macro mark_blocking_definition() -%}
+    {{ mark_definition(blocking_definition_fingerprint()) }}
 {%- endmacro %}

@@ -112,9 +112,9 @@ def _upgrade_hint(target_path: Path) -> str:
         return ""
     refused = sorted(r["unique_id"].rsplit(".", 1)[-1] for r in results
                      if "out of sync" in (r.get("message") or ""))
-    # the blocking-definition check's own words (check_blocking_definition), without dbt's frame
+    # a definition check's own words (macros/incremental_state.sql check_definition), without dbt's frame
     for line in (line for r in results for line in (r.get("message") or "").splitlines()):
-        if "blocking keys are defined differently" in line:
+        if "are defined differently from when the kept ones were built" in line:
             return "; " + line.strip()
     if not refused:
         return ""

@@ -196,3 +196,38 @@ def test_keys_made_another_way_stop_an_incremental_run_until_a_full_refresh(serv
         with db.connect(autocommit=True) as c:
             after = c.execute(kept).fetchone()
             assert after[0] > before[0] and after[2] > before[2]
+
+
+def test_raw_rows_hash_alike_in_every_session_and_hashes_made_another_way_stop_a_run(server, dbt_target):
+    """A raw row's hash does not depend on the session (a client in another time zone or date
+    style must not see every row as changed and rewrite the whole identity layer), and kept
+    hashes made by another definition stop an incremental run before it writes, until a full
+    refresh."""
+    records = "select count(*), max(load_id) from intermediate.int_identity__records"
+    with throwaway_database(server, "matcher_rowhash") as db:
+        with db.connect(autocommit=True) as c:
+            migrate(c, "canon")
+            demo.create_raw_schema(c, "raw")
+            demo.generate(c, demo.DemoSpec(leads=300, seed=6), "raw")
+        env = subprocess_env(db, dbt_target)
+        matcher(env | {"PGTZ": "UTC"}, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            built = c.execute(records).fetchone()
+        matcher(env | {"PGTZ": "America/Lima", "PGDATESTYLE": "SQL, DMY"}, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            assert c.execute(records).fetchone() == built, "no raw row changed: no record is rewritten"
+            # as if the kept hashes had been made by an earlier version
+            c.execute("update intermediate.identity_load_state set upstream_name = 'definition:earlier'"
+                      " where model_name = 'int_identity__records' and upstream_name like 'definition:%'")
+            c.execute("insert into raw.cabinet_leads (lead_id, created_at, first_name, last_name, phone)"
+                      " values ('rowhash-1', now(), 'Ana', 'Rowhash', '987654322')")
+        refused = subprocess.run([sys.executable, "-m", "matcher", "dbt", "run", "--quiet"], env=env,
+                                 cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert refused.returncode != 0
+        assert "raw row hashes are defined differently" in refused.stderr and "--full-refresh" in refused.stderr
+        with db.connect(autocommit=True) as c:
+            assert c.execute(records).fetchone() == built, "a refused run writes nothing"
+        matcher(env, "dbt", "run", "--quiet", "--full-refresh")
+        matcher(env, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            assert c.execute(records).fetchone()[0] == built[0] + 1

@@ -225,6 +225,54 @@ def test_dbt_docs_generate(pipeline_db, dbt_target):
     assert any(k.endswith("identity_candidates") for k in catalog["nodes"])
 
 
+VIEWS = {"stg_canon__identity_links": "staging", "ops_matcher_health": "ops", "ops_kpi_red_backlog": "ops"}
+
+
+def _dbt_views(pipeline_db, dbt_target, *extra: str) -> dict[str, tuple[str, int | None]]:
+    """`dbt run` of VIEWS: each view's result message and its relation's oid afterwards."""
+    env = env_for(pipeline_db.db, dbt_target)
+    result = CliRunner().invoke(cli, ["dbt", "run", "--quiet", "--select", *VIEWS, *extra], env=env)
+    assert result.exit_code == 0, result.output
+    messages = {r["unique_id"].rsplit(".", 1)[-1]: r["message"]
+                for r in json.loads((dbt_target / "run_results.json").read_text())["results"]}
+    with pipeline_db.connect(autocommit=True) as c:
+        return {view: (messages[view], c.execute("select to_regclass(%s)::oid", (f"{schema}.{view}",)).fetchone()[0])
+                for view, schema in VIEWS.items()}
+
+
+def test_views_are_rebuilt_only_when_what_they_are_made_of_changed(pipeline_db, dbt_target):
+    """An hourly run leaves its views alone (no DDL, no lock on what dashboards read) unless the
+    view is gone, its compiled SQL changed (here a var it reads) or the run is a full refresh."""
+    first = _dbt_views(pipeline_db, dbt_target)
+    again = _dbt_views(pipeline_db, dbt_target)
+    assert all(message == "UNCHANGED" for message, _ in again.values()), again
+    assert {v: oid for v, (_, oid) in again.items()} == {v: oid for v, (_, oid) in first.items()}
+
+    # dropped underneath (as `drop ... cascade` of something it reads would): built again
+    with pipeline_db.connect(autocommit=True) as c:
+        c.execute("drop view ops.ops_kpi_red_backlog")
+    rebuilt = _dbt_views(pipeline_db, dbt_target)
+    assert rebuilt["ops_kpi_red_backlog"][0].startswith("CREATE VIEW") and rebuilt["ops_kpi_red_backlog"][1]
+    assert rebuilt["ops_matcher_health"] == again["ops_matcher_health"]
+
+    # a var the view's SQL reads changed: that view only, then back again
+    def definition() -> str:
+        with pipeline_db.connect(autocommit=True) as c:
+            return c.execute("select pg_get_viewdef('ops.ops_matcher_health'::regclass)").fetchone()[0]
+
+    before = definition()
+    changed = _dbt_views(pipeline_db, dbt_target, "--vars", "{health_backlog_rate_days: 3}")
+    assert changed["ops_matcher_health"][0].startswith("CREATE VIEW")
+    assert changed["ops_matcher_health"][1] != again["ops_matcher_health"][1] and definition() != before
+    assert changed["stg_canon__identity_links"] == again["stg_canon__identity_links"]
+    assert _dbt_views(pipeline_db, dbt_target)["ops_matcher_health"][0].startswith("CREATE VIEW")
+    assert definition() == before
+
+    # a full refresh builds every view
+    refreshed = _dbt_views(pipeline_db, dbt_target, "--full-refresh")
+    assert all(message.startswith("CREATE VIEW") for message, _ in refreshed.values()), refreshed
+
+
 def test_unreachable_database_is_one_clear_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "matcher", "run"],

@@ -7,13 +7,17 @@
         {'columns': ['record_uid']},
         {'columns': ['load_id']},
     ],
+    pre_hook=["{% if is_incremental() %}{{ check_definition(row_hash_definition_fingerprint(), 'the raw row hashes') }}{% endif %}"],
+    post_hook=["{{ mark_definition(row_hash_definition_fingerprint()) }}"],
 ) }}
 -- One row per person record of every channel, in one shape: the unit the matcher resolves.
 --
 -- Incremental: a run re-normalizes only the raw rows whose `raw_hash` is new (new or changed
 -- rows), and turns records whose raw row is gone into tombstones (`is_deleted`, identifiers
 -- null) so that the models below learn of the deletion. Every written row carries the run's
--- `load_id` (see macros/incremental_state.sql). Consumers filter `not is_deleted`.
+-- `load_id` (see macros/incremental_state.sql). Consumers filter `not is_deleted`. The kept
+-- raw hashes were made by one definition (macros/row_hash.sql): an incremental run under
+-- another stops before writing anything (check_definition) until a full refresh.
 
 {%- set channels = [
     {'table': 'cabinet_leads', 'model': 'stg_raw__cabinet_leads', 'pk': 'lead_id', 'kind': 'lead', 'tag': 'cabinet_lead'},
