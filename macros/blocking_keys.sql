@@ -6,20 +6,41 @@
     `max_fuzzy_identifier_length` characters); unordered pairs of name tokens (robust to swapped
     order, a missing second surname, one typo in a name of three or more tokens), from the first
     `max_name_key_tokens` tokens, and unordered triples from the first `max_name_triple_tokens`.
-    One-deletion keys carry their record's name signature (fuzzy_names_compatible). -#}
+    One-deletion keys carry their record's name signature and a deletion tag (fuzzy_names_compatible). -#}
 {#- name particles left out of name keys -#}
 {% macro name_particles() -%}
     {{ return(['de', 'del', 'la', 'las', 'los', 'y', 'da', 'das', 'do', 'dos', 'van', 'von', 'di']) }}
 {%- endmacro %}
 
-{#- Whether two records' one-deletion key is worth a pair, from their name signatures (a
-    64-bit mask with one bit per name token, by hash): the names share a token (or two tokens
-    share a bit: about one pair in eight of the rest), or one record has no name. A one-edit
-    identifier links only with agreeing names (phone_close_name, document_close_name), and
-    agreeing names share a token but in the rarest of typo sets; random one-edit neighbours
-    (at 1M records every 8-digit number has several) mostly share none. -#}
+{#- A one-deletion key's `name_signature` carries two things: its record's name signature in
+    the low `signature_bits()` bits (one bit per name token, by hash; 0 without a name), and in
+    the bits above, a deletion tag: which position was deleted and the character there (0 for
+    the whole document, position 0). -#}
+{% macro signature_bits() -%}52{%- endmacro %}
+
+{#- the tag of deleting character `position` of `value` (ASCII: identifiers are normalized to
+    A-Z and 0-9), in the bits above the name signature -#}
+{% macro deletion_tag(value, position) -%}
+    (({{ position }} * 128 + ascii(substr({{ value }}, {{ position }}, 1)))::bigint << {{ signature_bits() }})
+{%- endmacro %}
+
+{#- Whether two records' one-deletion key is worth a pair, from their key signatures:
+    - their deletion tags differ. Two values that become the same key by deleting the same
+      character at the same place are the same value, and their exact key (never over its
+      bound: a value held by more than `shared_identifier_max_records` records is not a key)
+      already pairs them; at 1M leads an equal phone otherwise yields its pair nine times
+      more, one per deletion, ~9M duplicate pairs built and then merged away;
+    - and the names can agree: they share a token (or two tokens share a bit: about one pair
+      in seven of the rest), or one record has no name. A one-edit identifier links only with
+      agreeing names (phone_close_name, document_close_name), and agreeing names share a
+      token but in the rarest of typo sets; random one-edit neighbours (at 1M records every
+      8-digit number has several) mostly share none. -#}
 {% macro fuzzy_names_compatible(left_signature, right_signature) -%}
-    coalesce(({{ left_signature }} & {{ right_signature }}) <> 0, true)
+    {%- set names = '((1::bigint << ' ~ signature_bits() ~ ') - 1)' -%}
+    ((coalesce({{ left_signature }}, 0) # coalesce({{ right_signature }}, 0)) >> {{ signature_bits() }} <> 0
+        and (coalesce({{ left_signature }}, 0) & {{ names }} = 0
+            or coalesce({{ right_signature }}, 0) & {{ names }} = 0
+            or coalesce({{ left_signature }}, 0) & coalesce({{ right_signature }}, 0) & {{ names }} <> 0))
 {%- endmacro %}
 
 {#- A record's name tokens for blocking (int_identity__records_usable.name_tokens): the tokens of
@@ -37,9 +58,11 @@
     )
 {%- endmacro %}
 
-{#- A record's name signature: one bit per distinct token (hash mod 64); null without tokens -#}
+{#- A record's name signature: one bit per distinct token (hash mod signature_bits(), the bits
+    below a one-deletion key's deletion tag); null without tokens -#}
 {% macro name_signature(tokens) -%}
-    (select bit_or(1::bigint << (hashtextextended(token, 0) & 63)::integer) from unnest({{ tokens }}) as token)
+    (select bit_or(1::bigint << ((hashtextextended(token, 0) & 2147483647) % {{ signature_bits() }})::integer)
+     from unnest({{ tokens }}) as token)
 {%- endmacro %}
 
 {#- True for the first of a run of equal tokens at `position` (positions from `lowest`): the
@@ -59,6 +82,9 @@
     two equal neighbours gives the same string), one position per run of equal name tokens. -#}
 {% macro blocking_key_rows(relation, condition='true') -%}
 {%- set max_fuzzy = var('max_fuzzy_identifier_length', 20) %}
+{%- if max_fuzzy | int > 31 -%}
+    {{ exceptions.raise_compiler_error('max_fuzzy_identifier_length is ' ~ max_fuzzy ~ ': at most 31 (a one-deletion key tags the deleted position in 5 bits)') }}
+{%- endif %}
 {%- set max_triple_tokens = var('max_name_triple_tokens', 6) %}
 {%- set tokens = 'records.name_tokens' %}
 {%- set token_count = 'coalesce(cardinality(records.name_tokens), 0)' %}
@@ -74,7 +100,8 @@ union all
 -- "A8C123", is the commonest plate error in lead forms and scans)
 {%- for type, column, prefix in [('phone_fuzzy', 'phone', 'pf:'), ('plate_fuzzy', 'plate', 'tf:')] %}
 select records.record_uid, {{ blocking_key_code(type) }},
-    '{{ prefix }}' || left(records.{{ column }}, position - 1) || substr(records.{{ column }}, position + 1), records.name_signature
+    '{{ prefix }}' || left(records.{{ column }}, position - 1) || substr(records.{{ column }}, position + 1),
+    coalesce(records.name_signature, 0) | {{ deletion_tag('records.' ~ column, 'position') }}
 from {{ relation }} as records
 cross join lateral generate_series(1, length(records.{{ column }})) as position
 where ({{ condition }}) and records.{{ column }} is not null
@@ -86,7 +113,8 @@ union all
 select records.record_uid, {{ blocking_key_code('document_fuzzy') }},
     'df:' || case when position = 0 then records.document_number
         else left(records.document_number, position - 1) || substr(records.document_number, position + 1) end,
-    records.name_signature
+    coalesce(records.name_signature, 0)
+        | case when position = 0 then 0 else {{ deletion_tag('records.document_number', 'position') }} end
 from {{ relation }} as records
 cross join lateral generate_series(0, length(records.document_number)) as position
 where ({{ condition }}) and records.document_number is not null
