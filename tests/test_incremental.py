@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 from psycopg import sql
@@ -32,6 +33,17 @@ COMPARED = {
     "intermediate.int_identity__name_frequency": ("name_sorted, name_frequency", "name_frequency > 0"),
     "intermediate.int_identity__blocking_keys": ("record_uid, key_type, key_hash", "true"),
 }
+
+
+@contextmanager
+def demo_database(server, prefix: str, leads: int, seed: int):
+    """A throwaway database with the matcher's tables and demo raw data."""
+    with throwaway_database(server, prefix) as db:
+        with db.connect(autocommit=True) as c:
+            migrate(c, "canon")
+            demo.create_raw_schema(c, "raw")
+            demo.generate(c, demo.DemoSpec(leads=leads, seed=seed), "raw")
+        yield db
 
 
 def matcher(env, *args):
@@ -95,11 +107,8 @@ def mutate(c) -> dict[str, int]:
 @pytest.mark.parametrize("keys", ["inline", "anti_join"])
 def test_incremental_run_equals_full_rebuild(server, dbt_target, keys):
     limit = ["--vars", "{incremental_inline_keys_limit: 10}"] if keys == "anti_join" else []
-    with throwaway_database(server, "matcher_incr") as db:
+    with demo_database(server, "matcher_incr", leads=600, seed=11) as db:
         with db.connect(autocommit=True) as c:
-            migrate(c, "canon")
-            demo.create_raw_schema(c, "raw")
-            demo.generate(c, demo.DemoSpec(leads=600, seed=11), "raw")
             # a phone on 7 migrations, so that it is shared before the change above
             c.execute("update raw.fleet_migrations set phone = '987000222'"
                       " where migration_id in (select migration_id from raw.fleet_migrations order by migration_id limit 7)")
@@ -170,11 +179,7 @@ def test_keys_made_another_way_stop_an_incremental_run_until_a_full_refresh(serv
     kept = ("select (select count(*) from intermediate.int_identity__blocking_keys),"
             " (select count(*) from identity.identity_candidates),"
             " (select max(load_id) from intermediate.int_identity__records)")
-    with throwaway_database(server, "matcher_keydef") as db:
-        with db.connect(autocommit=True) as c:
-            migrate(c, "canon")
-            demo.create_raw_schema(c, "raw")
-            demo.generate(c, demo.DemoSpec(leads=300, seed=5), "raw")
+    with demo_database(server, "matcher_keydef", leads=300, seed=5) as db:
         env = subprocess_env(db, dbt_target)
         matcher(env, "dbt", "run", "--quiet")
         with db.connect(autocommit=True) as c:
@@ -204,11 +209,7 @@ def test_raw_rows_hash_alike_in_every_session_and_hashes_made_another_way_stop_a
     hashes made by another definition stop an incremental run before it writes, until a full
     refresh."""
     records = "select count(*), max(load_id) from intermediate.int_identity__records"
-    with throwaway_database(server, "matcher_rowhash") as db:
-        with db.connect(autocommit=True) as c:
-            migrate(c, "canon")
-            demo.create_raw_schema(c, "raw")
-            demo.generate(c, demo.DemoSpec(leads=300, seed=6), "raw")
+    with demo_database(server, "matcher_rowhash", leads=300, seed=6) as db:
         env = subprocess_env(db, dbt_target)
         matcher(env | {"PGTZ": "UTC"}, "dbt", "run", "--quiet")
         with db.connect(autocommit=True) as c:
