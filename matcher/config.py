@@ -19,10 +19,10 @@ from matcher.errors import ConfigError
 FIELDS = ("phone", "document", "email", "plate", "name")
 IDENTIFIER_FIELDS = ("phone", "document", "email")
 LEVELS = {
-    "phone": ("exact", "close", "differ", "missing"),
-    "document": ("exact", "close", "differ", "missing"),
-    "email": ("exact", "close", "differ", "missing"),
-    "plate": ("exact", "close", "differ", "missing"),
+    "phone": ("exact", "close", "near", "differ", "missing"),
+    "document": ("exact", "close", "near", "differ", "missing"),
+    "email": ("exact", "close", "near", "differ", "missing"),
+    "plate": ("exact", "close", "near", "differ", "missing"),
     "name": ("exact", "strong", "fair", "weak", "differ", "missing"),
 }
 CONFIDENCES = ("high", "medium", "low")
@@ -54,6 +54,8 @@ class Config:
     origin_source_priority: tuple[str, ...]
     singleton_person_kinds: tuple[str, ...]
     close_max_edits: int
+    near_max_edits: int
+    near_min_length: int
     name_token_match: float
     document_min_digits: int
     weights: dict[str, dict[str, float]]
@@ -184,6 +186,10 @@ def build(data: dict, source: str) -> Config:
     names = [r.name for r in rules]
     _need(len(set(names)) == len(names), "rules", "rule names must be unique")
     token_match = _number(levels, "name_token_match", "levels", minimum=0.5)
+    close_edits = _number(levels, "identifier_close_max_edits", "levels", minimum=1, integer=True)
+    near_edits = _number(levels, "identifier_near_max_edits", "levels", minimum=1, integer=True)
+    _need(near_edits >= close_edits, "levels.identifier_near_max_edits",
+          f"must be >= identifier_close_max_edits ({close_edits}); equal to it turns the near level off")
     _need(token_match <= 1.0, "levels.name_token_match", "must be <= 1.0")
     return Config(
         canon_schema=os.environ.get("MATCHER_CANON_SCHEMA") or schemas["canon"],
@@ -196,7 +202,9 @@ def build(data: dict, source: str) -> Config:
         max_attempts=_number(run, "max_attempts", "run", minimum=1, integer=True),
         origin_source_priority=tuple(priority),
         singleton_person_kinds=tuple(singles),
-        close_max_edits=_number(levels, "identifier_close_max_edits", "levels", minimum=1, integer=True),
+        close_max_edits=close_edits,
+        near_max_edits=near_edits,
+        near_min_length=_number(levels, "identifier_near_min_length", "levels", minimum=1, integer=True),
         name_token_match=float(token_match),
         document_min_digits=_number(levels, "document_min_digits", "levels", minimum=1, integer=True),
         weights=weights,

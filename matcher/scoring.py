@@ -9,9 +9,10 @@ per pair (names: per distinct pair of tokens). There is no Python loop over pair
 
 Levels per field (see defaults.toml for weights):
 - phone / document / plate: exact, close (<= N edits, Optimal String Alignment so a
-  transposition is one edit), differ, missing. Documents are also exact when their digits alone
+  transposition is one edit), near (two-character typos: more than N edits and at most M, in
+  values long enough), differ, missing. Documents are also exact when their digits alone
   agree and are long enough (a licence "Q12345678" and the DNI "12345678").
-- email: exact, close (same local part, or one edit), differ, missing.
+- email: exact, close (same local part, or one edit), near, differ, missing.
 - name: exact (same sorted tokens), strong (every token of the shorter name matches a token
   of the longer one: swapped order, missing second surname, initials, typos), fair (two or
   more tokens match, not all: relatives share surnames), weak (one token), differ, missing.
@@ -165,7 +166,30 @@ def _pair_distance(values: Values, a: np.ndarray, b: np.ndarray, scorer) -> np.n
     return np.asarray(process.cpdist(list(values.strings[a]), list(values.strings[b]), scorer=scorer, workers=-1))
 
 
-def _identifier_levels(values: Values, left: np.ndarray, right: np.ndarray, max_edits: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Edits:
+    """Edit bounds of the identifier levels: `close` is at most `close` edits; `near` is more
+    than that and at most `near` edits, between values of at least `near_min_length` characters
+    (both sides: two edits in a 4-character value leave little of it)."""
+    close: int
+    near: int
+    near_min_length: int
+
+    @classmethod
+    def of(cls, config: Config) -> Edits:
+        return cls(config.close_max_edits, config.near_max_edits, config.near_min_length)
+
+
+def _edit_levels(out: np.ndarray, todo: np.ndarray, dist: np.ndarray, shortest: np.ndarray, edits: Edits) -> None:
+    """Set `close` / `near` at `todo` (an identifier field's pairs, by index) from their edit
+    distances and the length of the shorter value."""
+    codes = CODE["phone"]
+    out[todo[dist <= edits.close]] = codes["close"]
+    if edits.near > edits.close:
+        out[todo[(dist > edits.close) & (dist <= edits.near) & (shortest >= edits.near_min_length)]] = codes["near"]
+
+
+def _identifier_levels(values: Values, left: np.ndarray, right: np.ndarray, edits: Edits) -> np.ndarray:
     codes = CODE["phone"]
     present = (left != 0) & (right != 0)
     exact = present & (left == right)
@@ -174,32 +198,34 @@ def _identifier_levels(values: Values, left: np.ndarray, right: np.ndarray, max_
     todo = np.flatnonzero(present & ~exact)
     if todo.size:
         dist = _pair_distance(values, left[todo], right[todo], OSA.distance)
-        out[todo[dist <= max_edits]] = codes["close"]
+        _edit_levels(out, todo, dist, np.minimum(values.lengths[left[todo]], values.lengths[right[todo]]), edits)
     out[exact] = codes["exact"]
     return out
 
 
-def _document_levels(values: Values, left, right, max_edits: int, min_digits: int) -> np.ndarray:
+def _document_levels(values: Values, left, right, edits: Edits, min_digits: int) -> np.ndarray:
     """Documents compare on their full form, and on their digits alone when long enough:
-    licence "Q12345678" equals DNI "12345678", and "Q12345679" is one edit from it."""
+    licence "Q12345678" equals DNI "12345678", and "Q12345679" is one edit from it (the
+    closer of the two forms wins)."""
     codes = CODE["document"]
-    out = _identifier_levels(values, left, right, max_edits)
+    out = _identifier_levels(values, left, right, edits)
     if not len(left):
         return out
     digits, of = values.digits
     ld, rd = of[left], of[right]
     long_enough = (digits.lengths[ld] >= min_digits) & (digits.lengths[rd] >= min_digits)
     out[long_enough & (ld == rd) & (out != codes["missing"])] = codes["exact"]
-    todo = np.flatnonzero(long_enough & (out == codes["differ"]))
+    todo = np.flatnonzero(long_enough & ((out == codes["differ"]) | (out == codes["near"])))
     if todo.size:
         dist = _pair_distance(digits, ld[todo], rd[todo], OSA.distance)
-        out[todo[dist <= max_edits]] = codes["close"]
+        # only ever raises a level: differ -> near or close, near -> close
+        _edit_levels(out, todo, dist, np.minimum(digits.lengths[ld[todo]], digits.lengths[rd[todo]]), edits)
     return out
 
 
-def _email_levels(values: Values, left, right, max_edits: int) -> np.ndarray:
-    out = _identifier_levels(values, left, right, max_edits)
-    differ = np.flatnonzero(out == CODE["email"]["differ"])
+def _email_levels(values: Values, left, right, edits: Edits) -> np.ndarray:
+    out = _identifier_levels(values, left, right, edits)
+    differ = np.flatnonzero((out == CODE["email"]["differ"]) | (out == CODE["email"]["near"]))
     if differ.size:
         locals_, of = values.local_parts
         l_local, r_local = of[left[differ]], of[right[differ]]
@@ -278,7 +304,7 @@ def score_pairs(pairs: PairColumns | CodedPairs, config: Config, *, prune: bool 
     if isinstance(pairs, PairColumns):
         pairs = pairs.coded()
     n = len(pairs)
-    edits = config.close_max_edits
+    edits = Edits.of(config)
     V, L, R = pairs.values, pairs.left, pairs.right
     levels = {
         "phone": _identifier_levels(V["phone"], L["phone"], R["phone"], edits),

@@ -74,17 +74,26 @@ def _as_str_array(values) -> np.ndarray:
     return arr.astype(str) if arr.size else np.array([], dtype=str)
 
 
-def _identifier_levels(left: np.ndarray, right: np.ndarray, max_edits: int) -> np.ndarray:
+def _edit_level(dist: int, shortest: int, config: Config) -> str | None:
+    """close / near from one pair's edit distance and its shorter value's length, else None."""
+    if dist <= config.close_max_edits:
+        return "close"
+    if dist <= config.near_max_edits and shortest >= config.near_min_length:
+        return "near"
+    return None
+
+
+def _identifier_levels(left: np.ndarray, right: np.ndarray, config: Config) -> np.ndarray:
     codes = CODE["phone"]
-    present = (left != "") & (right != "")
-    exact = present & (left == right)
     out = np.full(len(left), codes["missing"], dtype=np.int8)
-    out[present] = codes["differ"]
-    todo = np.flatnonzero(present & ~exact)
-    if todo.size:
-        dist = process.cpdist(list(left[todo]), list(right[todo]), scorer=OSA.distance, workers=-1)
-        out[todo[dist <= max_edits]] = codes["close"]
-    out[exact] = codes["exact"]
+    for i, (a, b) in enumerate(zip(left, right)):
+        if a == "" or b == "":
+            continue
+        if a == b:
+            out[i] = codes["exact"]
+            continue
+        level = _edit_level(OSA.distance(a, b), min(len(a), len(b)), config)
+        out[i] = codes[level or "differ"]
     return out
 
 
@@ -96,26 +105,30 @@ def _digits(values: np.ndarray) -> np.ndarray:
     return stripped[inverse]
 
 
-def _document_levels(left, right, max_edits: int, min_digits: int) -> np.ndarray:
+def _document_levels(left, right, config: Config) -> np.ndarray:
     """Documents compare on their full form, and on their digits alone when long enough:
-    licence "Q12345678" equals DNI "12345678", and "Q12345679" is one edit from it."""
+    licence "Q12345678" equals DNI "12345678", and "Q12345679" is one edit from it; the closer
+    of the two forms wins."""
     codes = CODE["document"]
-    out = _identifier_levels(left, right, max_edits)
+    out = _identifier_levels(left, right, config)
     if not len(left):
         return out
     ld, rd = _digits(left), _digits(right)
-    long_enough = (np.char.str_len(ld) >= min_digits) & (np.char.str_len(rd) >= min_digits)
-    out[long_enough & (ld == rd) & (out != codes["missing"])] = codes["exact"]
-    todo = np.flatnonzero(long_enough & (out == codes["differ"]))
-    if todo.size:
-        dist = process.cpdist(list(ld[todo]), list(rd[todo]), scorer=OSA.distance, workers=-1)
-        out[todo[dist <= max_edits]] = codes["close"]
+    for i in range(len(left)):
+        if out[i] == codes["missing"] or min(len(ld[i]), len(rd[i])) < config.document_min_digits:
+            continue
+        if ld[i] == rd[i]:
+            out[i] = codes["exact"]
+            continue
+        level = _edit_level(OSA.distance(ld[i], rd[i]), min(len(ld[i]), len(rd[i])), config)
+        if level is not None:
+            out[i] = min(out[i], codes[level])
     return out
 
 
-def _email_levels(left, right, max_edits: int) -> np.ndarray:
-    out = _identifier_levels(left, right, max_edits)
-    differ = np.flatnonzero(out == CODE["email"]["differ"])
+def _email_levels(left, right, config: Config) -> np.ndarray:
+    out = _identifier_levels(left, right, config)
+    differ = np.flatnonzero((out == CODE["email"]["differ"]) | (out == CODE["email"]["near"]))
     if differ.size:
         at_l, at_r = np.asarray("@", dtype=left.dtype), np.asarray("@", dtype=right.dtype)
         l_local = np.char.partition(left[differ], at_l)[:, 0]
@@ -210,12 +223,11 @@ def score_pairs(pairs: PairColumns, config: Config, *, prune: bool = True) -> Sc
     is its identifier score. Accept/reject decisions are identical either way (a test checks).
     """
     n = len(pairs)
-    edits = config.close_max_edits
     levels = {
-        "phone": _identifier_levels(pairs.l_phone, pairs.r_phone, edits),
-        "document": _document_levels(pairs.l_document, pairs.r_document, edits, config.document_min_digits),
-        "email": _email_levels(pairs.l_email, pairs.r_email, edits),
-        "plate": _identifier_levels(pairs.l_plate, pairs.r_plate, edits),
+        "phone": _identifier_levels(pairs.l_phone, pairs.r_phone, config),
+        "document": _document_levels(pairs.l_document, pairs.r_document, config),
+        "email": _email_levels(pairs.l_email, pairs.r_email, config),
+        "plate": _identifier_levels(pairs.l_plate, pairs.r_plate, config),
     }
     score = identifier_score(levels, config)
     compare = names_worth_comparing(score, config, prune)

@@ -42,6 +42,12 @@ def test_name_levels(left, right, level):
     ("12345678", "12345687", "close"),      # adjacent transposition is one edit
     ("12345678", "12345670", "close"),      # substitution
     ("Q12345678", "12345678", "exact"),     # licence = letter + DNI: same digits
+    ("12345678", "12345699", "near"),       # two-character typo
+    ("12345678", "21345679", "near"),       # a transposition and a substitution
+    ("Q12345678", "12345699", "near"),      # near on the digits alone
+    ("12345678", "12399978", "differ"),     # three edits
+    ("AB1234", "AB1256", "near"),
+    ("AB123", "AB145", "differ"),           # two edits in a value shorter than identifier_near_min_length
     ("12345678", "87654321", "differ"),
     ("12345678", "", "missing"),
 ])
@@ -67,6 +73,42 @@ def test_document_disagreement_vetoes_phone_match():
     _, rule, _ = score_one(l_phone="987654321", r_phone="987654321", l_document="12345678",
                            r_document="44556677", l_name="juan quispe", r_name="juan quispe")
     assert rule is None
+
+
+def test_two_typos_in_a_document_do_not_veto_a_phone_match():
+    # the same phone and name; the documents differ by a two-character typo: weak evidence for,
+    # where three or more edits (a different document) still veto
+    levels, rule, _ = score_one(l_phone="987654321", r_phone="987654321", l_document="40001234",
+                                r_document="40001299", l_name="juan quispe", r_name="juan quispe")
+    assert levels["document"] == "near" and rule == "phone_exact_name"
+    _, rule, _ = score_one(l_phone="987654321", r_phone="987654321", l_document="40001234",
+                           r_document="40009999", l_name="juan quispe", r_name="juan quispe")
+    assert rule is None
+
+
+def test_a_near_identifier_alone_never_links():
+    # two-character typos in every identifier, an exact name: no rule accepts near evidence
+    levels, rule, _ = score_one(l_phone="987654321", r_phone="987654399", l_document="40001234",
+                                r_document="40001299", l_email="juan.quispe@gmail.com", r_email="juan.qispe@gmai.com",
+                                l_name="juan carlos quispe", r_name="juan carlos quispe")
+    assert (levels["phone"], levels["document"], levels["email"]) == ("near", "near", "near")
+    assert rule is None
+
+
+def test_near_level_can_be_turned_off():
+    cfg = config.build(_with_levels(identifier_near_max_edits=1), "test")
+    pairs = scoring.PairColumns.from_lists(**{k: [""] for k in (
+        "l_phone", "r_phone", "l_email", "r_email", "l_plate", "r_plate", "l_name", "r_name")},
+        l_document=["40001234"], r_document=["40001299"])
+    assert scoring.LEVELS["document"][scoring.score_pairs(pairs, cfg).levels["document"][0]] == "differ"
+    with pytest.raises(config.ConfigError, match="identifier_near_max_edits"):
+        config.build(_with_levels(identifier_near_max_edits=0), "test")
+
+
+def _with_levels(**values):
+    data = config._defaults()
+    data["levels"] = {**data["levels"], **values}
+    return data
 
 
 def test_names_and_plates_alone_never_link():
@@ -189,11 +231,12 @@ def _reference_scores(cols: dict, freq):
     return ref.score_pairs(pairs, CFG), ref.score_pairs(pairs, CFG, prune=False)
 
 
-phones = st.sampled_from(["987654321", "987654312", "987654322", "912345678", "9876543", ""])
-documents = st.sampled_from(["40001234", "Q40001234", "40001243", "4000123", "X-40001234", "71234567", "AB12", ""])
-emails = st.sampled_from(["juan.quispe@gmail.com", "juan.quispe@hotmail.com", "juan.quispr@gmail.com", "jq@x.pe", "jq@yahoo.es",
+phones = st.sampled_from(["987654321", "987654312", "987654322", "987654399", "912345678", "9876543", ""])
+documents = st.sampled_from(["40001234", "Q40001234", "40001243", "4000123", "X-40001234", "40001299", "Q40001299",
+                             "71234567", "AB12", "AB34", ""])
+emails = st.sampled_from(["juan.quispe@gmail.com", "juan.qispe@gmai.com", "juan.quispe@hotmail.com", "juan.quispr@gmail.com", "jq@x.pe", "jq@yahoo.es",
                           "jq@y.pe", "ana@gmail.com", ""])
-plates = st.sampled_from(["ABC123", "ABC124", "BAC123", "XYZ987", ""])
+plates = st.sampled_from(["ABC123", "ABC124", "BAC123", "ABD124", "ABD12", "ABC1", "XYZ987", ""])
 names = st.sampled_from(["juan carlos quispe mamani", "quispe mamani juan carlos", "j carlos quispe",
                          "juan quispe", "juan quispr", "maria del carmen rojas", "maria carmen rojas", "de la cruz",
                          "jose luis nunez pena", "jose luis nunes pena", "pedro", "a b c d e f g", ""])
