@@ -342,13 +342,25 @@ class Run:
         return self._score(li, ri, rec_uid, rec_freq, rec_person, values, codes, r)
 
     def _read_pairs(self, conn) -> np.ndarray:
+        # When every record is due (a first run, a full re-match), every pair touches one: read
+        # the table whole instead of semi-joining it with the due records twice (1M leads, 11.6M
+        # pairs: 7.0-7.6 s -> 1.8 s). The check stops at the first record that is not due.
+        everything_due = not conn.execute(self.q(
+            "select exists (select 1 from {ident}.identity_records r"
+            " where not exists (select 1 from due d where d.record_uid = r.record_uid))")).fetchone()[0]
+        # either read returns each pair at most once: the table's size (as the planner sees it) bounds it
+        plan = conn.execute(self.q("explain (format json) select from {ident}.identity_candidates")).fetchone()[0]
+        bound = int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
+        if everything_due:
+            return copyio.read_int64(conn, self.q("select left_uid, right_uid from {ident}.identity_candidates"), 2,
+                                     max_rows=bound)
         return copyio.read_int64(conn, self.q(
             "select c.left_uid, c.right_uid from {ident}.identity_candidates c"
             " where exists (select 1 from due d where d.record_uid = c.left_uid)"
             " union all"
             " select c.left_uid, c.right_uid from {ident}.identity_candidates c"
             " where exists (select 1 from due d where d.record_uid = c.right_uid)"
-            "   and not exists (select 1 from due d where d.record_uid = c.left_uid)"), 2)
+            "   and not exists (select 1 from due d where d.record_uid = c.left_uid)"), 2, max_rows=bound)
 
     def _read_records(self, conn, uids: np.ndarray):
         """What the records `uids` (sorted) carry, once per record and sorted by record_uid: (uids
@@ -370,18 +382,23 @@ class Run:
         # written (its scans are never synchronized or parallel), so each column is read without
         # sorting it again (1.5M records: 0.25 s against 0.73 s a column); were the uids read out
         # of order, every column is sorted as before
+        # Each column comes as one value (copyio: a COPY's message per row cost more than the
+        # query); the text columns only in that same scan order, so not when it had to be sorted.
         order = sql.SQL("")
-        num = copyio.read_int64(conn, sql.SQL("select record_uid, name_frequency from attrs{}").format(order), 2)
+        num = copyio.read_int64(conn, sql.SQL("select record_uid, name_frequency from attrs{}").format(order), 2,
+                                max_rows=len(uids))
+        rows: int | None = len(num)
         if len(num) > 1 and not bool(np.all(num[1:, 0] > num[:-1, 0])):
-            order = sql.SQL(" order by record_uid")
+            order, rows = sql.SQL(" order by record_uid"), None
             num = copyio.read_int64(conn, sql.SQL("select record_uid, name_frequency from attrs{}").format(order), 2)
         rec_uid, rec_freq = num[:, 0], num[:, 1].astype(np.int32)
         # each field's distinct values once, and every record's code into them
         values, codes = {}, {}
         for f in FIELDS:
-            strings = copyio.read_text(conn, sql.SQL("select {} from attrs{}").format(sql.Identifier(f), order))
+            strings = copyio.read_text(conn, sql.SQL("select {} from attrs{}").format(sql.Identifier(f), order), rows=rows)
             values[f], (codes[f],) = scoring.Values.encode(strings)
-        rec_person = np.array(copyio.read_text(conn, sql.SQL("select person from attrs{}").format(order)), dtype=object)
+        rec_person = np.array(copyio.read_text(conn, sql.SQL("select person from attrs{}").format(order), rows=rows),
+                              dtype=object)
         rec_person[rec_person == ""] = None
         conn.execute("drop table attrs, involved")
         return rec_uid, rec_freq, rec_person, values, codes

@@ -16,8 +16,9 @@ from matcher.explain import BLOCKING_KEY_TYPES, blocking_keys
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("chunk_bytes", [32 << 20, 1000, 26])
-def test_int64_round_trip_keeps_every_value_and_the_order(conn, chunk_bytes):
+@pytest.mark.parametrize("chunk_bytes,max_rows", [(32 << 20, None), (1000, None), (26, None), (32 << 20, 10_000)])
+def test_int64_round_trip_keeps_every_value_and_the_order(conn, chunk_bytes, max_rows):
+    # through COPY decoded in chunks of every size, and as one array value per column
     rng = np.random.default_rng(3)
     a = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, 10_000, dtype=np.int64)
     b = np.concatenate([[0, -1, 1, np.iinfo(np.int64).min, np.iinfo(np.int64).max], a[5:]])
@@ -25,7 +26,8 @@ def test_int64_round_trip_keeps_every_value_and_the_order(conn, chunk_bytes):
     copyio.write_int64(conn, sql.Identifier("pairs"), ["i", "a", "b"], [np.arange(len(a)), a, b])
     assert conn.execute("select count(*), sum(a::numeric), sum(b::numeric) from pairs").fetchone() == (
         len(a), int(a.astype(object).sum()), int(b.astype(object).sum()))
-    back = copyio.read_int64(conn, sql.SQL("select a, b from pairs order by i"), 2, chunk_bytes=chunk_bytes)
+    back = copyio.read_int64(conn, sql.SQL("select a, b from pairs order by i"), 2, chunk_bytes=chunk_bytes,
+                             max_rows=max_rows)
     assert back.shape == (len(a), 2)
     assert np.array_equal(back[:, 0], a) and np.array_equal(back[:, 1], b)
 
@@ -59,15 +61,23 @@ def test_write_columns_refuses_other_types_and_ragged_columns(conn):
     assert conn.execute("select count(*) from t").fetchone()[0] == 0
 
 
-def test_int64_read_of_nothing_is_an_empty_array(conn):
-    back = copyio.read_int64(conn, sql.SQL("select 1::bigint, 2::bigint where false"), 2)
+@pytest.mark.parametrize("max_rows", [None, 5])
+def test_int64_read_of_nothing_is_an_empty_array(conn, max_rows):
+    back = copyio.read_int64(conn, sql.SQL("select 1::bigint, 2::bigint where false"), 2, max_rows=max_rows)
     assert back.shape == (0, 2)
 
 
+@pytest.mark.parametrize("max_rows", [None, 5])
 @pytest.mark.parametrize("query", ["select 1::integer, 2::bigint", "select null::bigint, 2::bigint"])
-def test_int64_read_refuses_what_is_not_two_non_null_bigints(conn, query):
+def test_int64_read_refuses_what_is_not_two_non_null_bigints(conn, query, max_rows):
     with pytest.raises(ValueError, match="non-null bigint"):
-        copyio.read_int64(conn, sql.SQL(query), 2)
+        copyio.read_int64(conn, sql.SQL(query), 2, max_rows=max_rows)
+
+
+def test_int64_read_over_its_bound_still_returns_every_row(conn):
+    # the bound only chooses the way: a query returning more rows than it said loses none
+    back = copyio.read_int64(conn, sql.SQL("select g::bigint, -g::bigint from generate_series(1, 50) g"), 2, max_rows=3)
+    assert np.array_equal(back[:, 0], np.arange(1, 51)) and np.array_equal(back[:, 1], -np.arange(1, 51))
 
 
 @settings(max_examples=40, deadline=None)
@@ -80,11 +90,15 @@ def test_text_read_returns_exactly_the_stored_strings(database, values):
             for i, v in enumerate(values):
                 cp.write_row((i, v))
         assert copyio.read_text(c, sql.SQL("select v from t order by i")) == values
+        # as one value (a value holding a newline sends it back to COPY)
+        assert copyio.read_text(c, sql.SQL("select v from t order by i"), rows=len(values)) == values
 
 
-def test_text_read_gives_empty_strings_for_nulls(conn):
-    assert copyio.read_text(conn, sql.SQL("select v from (values (1, 'a'), (2, null), (3, 'b\\c')) t(i, v) order by i")) == [
-        "a", "", "b\\c"]
+@pytest.mark.parametrize("rows", [None, 3, 2])
+def test_text_read_gives_empty_strings_for_nulls(conn, rows):
+    # rows=2 is a wrong count: the read is done again row by row, nothing is lost
+    assert copyio.read_text(conn, sql.SQL("select v from (values (1, 'a'), (2, null), (3, 'b\\c')) t(i, v) order by i"),
+                            rows=rows) == ["a", "", "b\\c"]
 
 
 def test_blocking_key_types_mirror_the_dbt_macro():
