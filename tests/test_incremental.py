@@ -232,3 +232,24 @@ def test_raw_rows_hash_alike_in_every_session_and_hashes_made_another_way_stop_a
         matcher(env, "dbt", "run", "--quiet")
         with db.connect(autocommit=True) as c:
             assert c.execute(records).fetchone()[0] == built[0] + 1
+
+
+def test_a_first_run_scores_every_pair_and_a_limited_one_only_the_pairs_of_its_due_records(server, dbt_target):
+    """A first run reads the candidate table whole (every record is due); under --limit only the
+    pairs that touch the records it took, the oldest pending ones."""
+    pairs_of = ("select count(*) from identity.identity_candidates c"
+                " where c.left_uid = any(%(uids)s) or c.right_uid = any(%(uids)s)")
+    oldest = "select array_agg(record_uid) from (select record_uid from identity.identity_pending_records" \
+             " order by event_at, record_uid limit %s) o"
+    for limit in (40, None):
+        with demo_database(server, "matcher_first", leads=600, seed=11) as db:
+            env = subprocess_env(db, dbt_target)
+            matcher(env, "dbt", "run", "--quiet")
+            with db.connect(autocommit=True) as c:
+                total = c.execute("select count(*) from identity.identity_candidates").fetchone()[0]
+                uids = c.execute(oldest, (limit,)).fetchone()[0]
+                touching = c.execute(pairs_of, {"uids": uids}).fetchone()[0]
+            ran = json.loads(matcher(env, "run", "--json", *(["--limit", str(limit)] if limit else [])).stdout)
+            assert ran["processed"] == (limit or len(uids))
+            assert ran["pairs_scored"] == touching
+            assert 0 < touching < total if limit else touching == total
