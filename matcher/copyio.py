@@ -196,7 +196,7 @@ def read_text(conn: psycopg.Connection, query: sql.Composable, params=None, rows
             return []
         try:
             with conn.transaction(), conn.cursor(binary=True) as cur:
-                (joined,) = cur.execute(sql.SQL("select string_agg(coalesce(q.c0, ''), E'\\n') from ({}) as q (c0)").format(query),
+                (joined,) = cur.execute(sql.SQL("select string_agg(coalesce(q.c0::text, ''), E'\\n') from ({}) as q (c0)").format(query),
                                         params).fetchone()
         except _TOO_LARGE:
             joined = None  # past what one value holds: read it through COPY

@@ -94,6 +94,12 @@ def test_text_read_returns_exactly_the_stored_strings(database, values):
         assert copyio.read_text(c, sql.SQL("select v from t order by i"), rows=len(values)) == values
 
 
+@pytest.mark.parametrize("rows", [None, 2])
+def test_text_read_of_other_types_gives_their_text(conn, rows):
+    assert copyio.read_text(conn, sql.SQL("select v from (values (1, 42), (2, null)) t(i, v) order by i"), rows=rows) == [
+        "42", ""]
+
+
 @pytest.mark.parametrize("rows", [None, 3, 2])
 def test_text_read_gives_empty_strings_for_nulls(conn, rows):
     # rows=2 is a wrong count: the read is done again row by row, nothing is lost
