@@ -136,7 +136,7 @@
             where model_name = '{{ this.identifier }}'
                 and upstream_name = 'definition:{{ fingerprint }}'
         ) then
-            raise exception '{{ what }} {{ "are" }} defined differently from when the kept ones were built (a new version, or a changed var): rebuild the identity models once with `matcher dbt run --full-refresh` (the matcher''s own tables are kept; docs/runbook.md)';
+            raise exception '{{ what }} are defined differently from when the kept ones were built (a new version, or a changed var): rebuild the identity models once with `matcher dbt run --full-refresh` (the matcher''s own tables are kept; docs/runbook.md)';
         end if;
     end $check$
 {%- endmacro %}

@@ -1,6 +1,6 @@
 """Bulk reads and writes through COPY, decoded with numpy instead of row by row in Python.
 
-- `read_int64`: non-null int8 columns. Up to `ARRAY_READ_MAX_ROWS` rows (when the caller knows a
+- `read_int64`: non-null int8 columns. Up to `VALUE_READ_MAX_ROWS` rows (when the caller knows a
   bound), each column as one value of its 8-byte big-endian values (`string_agg(int8send(...))`):
   one message for the whole column, decoded by numpy. Beyond it, or without a bound, `COPY (query) TO STDOUT
   (FORMAT BINARY)` decoded as one fixed-width numpy record array (26 bytes a row for two
@@ -9,7 +9,7 @@
   matcher, 1.7 s into psql, 1.7-2.1 s as one value a column).
 - `write_int64` / `write_columns`: the reverse, one binary COPY of fixed-width numeric columns
   (smallint, integer, bigint, real, double precision) laid out by numpy.
-- `read_text`: one text column. With a row bound up to `ARRAY_READ_MAX_ROWS`, as one
+- `read_text`: one text column. With a row bound up to `VALUE_READ_MAX_ROWS`, as one
   `string_agg` value split on newlines (used only when the split gives one value per row: no
   value held a newline); otherwise through COPY, split on newlines, COPY's text escapes undone
   only when a value needs it (normalized identifiers and names never do).
@@ -29,14 +29,14 @@ TRAILER = b"\xff\xff"
 
 # Rows read as one value per column at most: a value is at most 1 GB (8 bytes a bigint, ~20 bytes
 # a row of the text columns read here).
-ARRAY_READ_MAX_ROWS = 40_000_000
+VALUE_READ_MAX_ROWS = 40_000_000
 _INT8_OID = 20
 # what Postgres raises for a value past 1 GB ("invalid memory alloc request size", "array size
 # exceeds the maximum allowed")
 _TOO_LARGE = (psycopg.errors.ProgramLimitExceeded, psycopg.errors.InternalError_)
 
 
-def _read_int64_arrays(conn: psycopg.Connection, query: sql.Composable, ncols: int, params=None) -> np.ndarray:
+def _read_int64_values(conn: psycopg.Connection, query: sql.Composable, ncols: int, params=None) -> np.ndarray:
     """Every column of `query` aggregated into one value of its big-endian 8-byte values
     (`string_agg(int8send(...))`, one pass, so every column is in the same row order), decoded
     by numpy straight into the result, each wire value let go once copied (11.6M pairs: 93 MB a
@@ -84,14 +84,14 @@ def read_int64(conn: psycopg.Connection, query: sql.Composable, ncols: int, para
     """Rows of `query` (ncols non-null bigint columns) as an (n, ncols) int64 array.
 
     `max_rows`: a bound on the rows the query returns, if the caller knows one; up to
-    ARRAY_READ_MAX_ROWS they are read as one value per column. Otherwise through COPY,
+    VALUE_READ_MAX_ROWS they are read as one value per column. Otherwise through COPY,
     decoded every `chunk_bytes`, so memory holds the result plus one chunk, never the whole wire
     copy of a table of tens of millions of pairs.
     """
-    if max_rows is not None and max_rows <= ARRAY_READ_MAX_ROWS:
+    if max_rows is not None and max_rows <= VALUE_READ_MAX_ROWS:
         try:
             with conn.transaction():  # a savepoint inside a caller's transaction
-                return _read_int64_arrays(conn, query, ncols, params)
+                return _read_int64_values(conn, query, ncols, params)
         except _TOO_LARGE:
             pass  # more rows than the bound said, past what one value holds: read them through COPY
     dtype = _row_dtype(ncols)
@@ -190,9 +190,9 @@ def _unescape(value: str) -> str:
 
 def read_text(conn: psycopg.Connection, query: sql.Composable, params=None, rows: int | None = None) -> list[str]:
     """The single text column of `query`, null read as ''. `rows`: exactly how many rows the
-    query returns, if the caller knows; up to ARRAY_READ_MAX_ROWS they are read as one value,
+    query returns, if the caller knows; up to VALUE_READ_MAX_ROWS they are read as one value,
     in the order the query returns them (a count that does not match sends the read to COPY)."""
-    if rows is not None and rows <= ARRAY_READ_MAX_ROWS:
+    if rows is not None and rows <= VALUE_READ_MAX_ROWS:
         if rows == 0:
             return []
         try:
