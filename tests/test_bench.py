@@ -36,6 +36,12 @@ def test_bench_rounds_phases_and_figures(server, tmp_path, monkeypatch):
     for rnd in rounds.values():
         assert abs(rnd["total_seconds"] - sum(p["seconds"] for p in rnd["phases"])) < 0.01
         assert all(p["seconds"] >= 0 for p in rnd["phases"])
+        # the pipeline's own time leaves out making its input (the targets time raw tables -> views)
+        made = sum(p["seconds"] for p in rnd["phases"] if p["phase"] in ("generate", "append_leads"))
+        assert abs(rnd["pipeline_seconds"] - (rnd["total_seconds"] - made)) < 0.01
+    assert rounds["full"]["pipeline_seconds"] < rounds["full"]["total_seconds"]
+    assert rounds["incremental_40"]["pipeline_seconds"] < rounds["incremental_40"]["total_seconds"]
+    assert rounds["no_change"]["pipeline_seconds"] == rounds["no_change"]["total_seconds"]
 
     # figures: the JSON and the regenerated table between the markers, the rest of the page kept
     project = tmp_path / "project"
@@ -46,6 +52,8 @@ def test_bench_rounds_phases_and_figures(server, tmp_path, monkeypatch):
     page = (project / "docs" / "benchmark.md").read_text()
     assert page.startswith("intro\n") and page.endswith("outro\n") and "old" not in page
     assert "| 300 | 150 | 450 |" in page and "incremental_40" in page
+    full_cell = f"| {rounds['full']['pipeline_seconds']:.1f} ({rounds['full']['total_seconds']:.1f}) |"
+    assert full_cell in page
     # the machine's speed that day, so figures from different days can be compared
     calibration = result["machine"]["calibration_seconds"]
     assert set(calibration) == {"python", "postgres"} and all(v > 0 for v in calibration.values())
