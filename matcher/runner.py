@@ -72,10 +72,6 @@ STATEMENT_NAMES = ("write_registry", "write_links", "write_conflicts", "write_at
 WRITTEN_TABLES = ("identity_registry", "identity_links", "identity_origin", "identity_origin_history",
                   "match_attempts", "match_conflicts")
 
-# _read_records finds the records a run involves by key when they are fewer than this share of all
-# records (1 in 10), and lets the planner scan otherwise
-ATTRS_BY_KEY_SHARE = 10
-
 # decision codes in the uploaded node table
 LINK_NEW, LINK_EXISTING, CONFLICT = 1, 2, 3
 
@@ -393,25 +389,15 @@ class Run:
         conn.execute("create temp table involved (record_uid bigint not null)")
         copyio.write_int64(conn, sql.Identifier("involved"), ["record_uid"], [uids])
         conn.execute("drop table if exists pg_temp.attrs")
-        # A few records among many (an incremental run: ~100k of 1.5M at 1M leads) are found
-        # by their keys; the planner prices those probes as random disk reads and scans both
-        # tables whole instead (1.9 s against 1.0 s for 100k). From a tenth of the records on,
-        # the scans win and the planner's choice stands.
-        plan = conn.execute(self.q("explain (format json) select from {ident}.identity_records")).fetchone()[0]
-        records = int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
-        with conn.transaction():
-            if len(uids) * ATTRS_BY_KEY_SHARE < records:
-                conn.execute("set local enable_hashjoin = off")
-                conn.execute("set local enable_mergejoin = off")
-            conn.execute(self.q(
-                "create temp table attrs as"
-                " select i.record_uid, coalesce(r.phone, '') as phone, coalesce(r.document_number, '') as document,"
-                " coalesce(r.email, '') as email, coalesce(r.plate, '') as plate, coalesce(r.full_name, '') as name,"
-                " coalesce(r.name_frequency, 0)::bigint as name_frequency, coalesce(l.person_key::text, '') as person"
-                " from involved i"
-                " join {ident}.identity_records r on r.record_uid = i.record_uid"
-                " left join {canon}.identity_links l on l.record_uid = i.record_uid"
-                " order by i.record_uid"))
+        conn.execute(self.q(
+            "create temp table attrs as"
+            " select i.record_uid, coalesce(r.phone, '') as phone, coalesce(r.document_number, '') as document,"
+            " coalesce(r.email, '') as email, coalesce(r.plate, '') as plate, coalesce(r.full_name, '') as name,"
+            " coalesce(r.name_frequency, 0)::bigint as name_frequency, coalesce(l.person_key::text, '') as person"
+            " from involved i"
+            " join {ident}.identity_records r on r.record_uid = i.record_uid"
+            " left join {canon}.identity_links l on l.record_uid = i.record_uid"
+            " order by i.record_uid"))
         # attrs was written in record_uid order and a temporary table is read in the order it was
         # written (its scans are never synchronized or parallel), so each column is read without
         # sorting it again (1.5M records: 0.25 s against 0.73 s a column); were the uids read out

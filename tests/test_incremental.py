@@ -253,35 +253,3 @@ def test_a_first_run_scores_every_pair_and_a_limited_one_only_the_pairs_of_its_d
             assert ran["processed"] == (limit or len(uids))
             assert ran["pairs_scored"] == touching
             assert 0 < touching < total if limit else touching == total
-
-
-def test_record_attributes_read_by_key_are_those_a_scan_reads(server, dbt_target, monkeypatch):
-    """The matcher finds the records a run involves by key when they are few (an incremental run)
-    and lets the planner scan otherwise: both reads give the same attributes, person keys
-    included, and skip a record that has left the input."""
-    import numpy as np
-
-    from matcher import config, runner
-
-    with demo_database(server, "matcher_attrs", leads=400, seed=13) as db:
-        env = subprocess_env(db, dbt_target)
-        matcher(env, "dbt", "run", "--quiet")
-        matcher(env, "run", "--limit", "150")  # some records get a person, the rest have none
-        run = runner.Run(db, config.load(project=None))
-        with db.connect(autocommit=True) as c:
-            live = [u for (u,) in c.execute("select record_uid from identity.identity_records order by 1")]
-            linked = c.execute("select count(*) from canon.identity_links").fetchone()[0]
-            # a sample with a record that is no longer in the input (not in identity_records)
-            uids = np.array(sorted(live[::5] + [min(live) - 1]), dtype=np.int64)
-            reads = {}
-            for name, share in (("scan", 0), ("by_key", 10**9)):
-                monkeypatch.setattr(runner, "ATTRS_BY_KEY_SHARE", share)
-                reads[name] = run._read_records(c, uids)
-    assert 0 < linked
-    (scan_uid, scan_freq, scan_person, scan_values, scan_codes) = reads["scan"]
-    (key_uid, key_freq, key_person, key_values, key_codes) = reads["by_key"]
-    assert list(key_uid) == list(scan_uid) == live[::5]
-    assert list(key_freq) == list(scan_freq)
-    assert list(key_person) == list(scan_person) and any(p is not None for p in key_person)
-    for field in scan_values:
-        assert list(key_values[field].strings[key_codes[field]]) == list(scan_values[field].strings[scan_codes[field]])
