@@ -36,7 +36,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from matcher import backlog, cluster, copyio, origins, scoring
+from matcher import backlog, cluster, copyio, dense, origins, scoring
 from matcher.config import FIELDS, LEVELS, Config
 from matcher.db import Database
 from matcher.errors import CandidateContractError, MatcherError, RunLocked
@@ -338,8 +338,7 @@ class Run:
         with r.clock("read_pairs"):
             pairs = self._read_pairs(conn)
         with r.clock("read_index"):
-            uids, inverse = np.unique(pairs, return_inverse=True)
-            inverse = inverse.reshape(pairs.shape).astype(np.int32)
+            uids, inverse = dense.dense_index(pairs)
             del pairs
         with r.clock("read_records"):
             rec_uid, rec_freq, rec_person, values, codes = self._read_records(conn, uids)
