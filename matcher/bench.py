@@ -253,7 +253,27 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gb": mem_gb, "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "huge_pages": huge_pages()}
+
+
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+
+
+def huge_pages(thp: Path = THP) -> dict:
+    """The kernel's transparent-huge-page policy (`enabled`, `defrag`: the bracketed choice, None
+    where the kernel has none) and whether numpy in the matcher's process advises them
+    (NUMPY_MADVISE_HUGEPAGE, "0" unless the user set it: matcher/__init__.py). Matcher figures
+    move with these (docs/benchmark.md, round 9)."""
+    policy = {}
+    for name in ("enabled", "defrag"):
+        try:
+            text = (thp / name).read_text()
+        except OSError:
+            policy[name] = None
+            continue
+        chosen = text[text.find("[") + 1:text.find("]")] if "[" in text and "]" in text else text.strip()
+        policy[name] = chosen or None
+    return policy | {"numpy_advice": os.environ.get("NUMPY_MADVISE_HUGEPAGE")}
 
 
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
@@ -281,10 +301,16 @@ def write_figures(result: dict, project: Path) -> Path:
 
 def _calibration_note(machine: dict) -> str:
     cal = machine.get("calibration_seconds")
-    if not cal:
-        return ""
-    return (f" Calibration at the start (`matcher.bench.calibrate`, lower is faster): Python loop"
-            f" {cal['python']:.2f} s, Postgres hashing {cal['postgres']:.2f} s.")
+    note = ""
+    if cal:
+        note = (f" Calibration at the start (`matcher.bench.calibrate`, lower is faster): Python loop"
+                f" {cal['python']:.2f} s, Postgres hashing {cal['postgres']:.2f} s.")
+    thp = machine.get("huge_pages")
+    if thp:
+        advice = {"0": "off", "1": "on"}.get(thp.get("numpy_advice") or "", "numpy's default")
+        note += (f" Transparent huge pages: enabled {thp.get('enabled') or 'n/a'}, defrag {thp.get('defrag') or 'n/a'};"
+                 f" numpy's advice {advice}.")
+    return note
 
 
 def _pipeline_seconds(rnd: dict) -> float:

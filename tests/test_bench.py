@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from conftest import ROOT, throwaway_database
 
@@ -58,3 +59,20 @@ def test_bench_rounds_phases_and_figures(server, tmp_path, monkeypatch):
     calibration = result["machine"]["calibration_seconds"]
     assert set(calibration) == {"python", "postgres"} and all(v > 0 for v in calibration.values())
     assert f"Postgres hashing {calibration['postgres']:.2f} s" in page
+    # and its huge-page policy, which matcher figures move with
+    thp = result["machine"]["huge_pages"]
+    # (the package turns numpy's advice off unless the user asked for it)
+    assert thp["numpy_advice"] == os.environ.get("NUMPY_MADVISE_HUGEPAGE") in ("0", "1")
+    if bench.THP.exists():
+        assert thp["enabled"] in ("always", "madvise", "never")
+        advice = {"0": "off", "1": "on"}[thp["numpy_advice"]]
+        assert f"Transparent huge pages: enabled {thp['enabled']}" in page and f"numpy's advice {advice}." in page
+
+
+def test_huge_page_policy_read_from_the_kernel_files(tmp_path):
+    (tmp_path / "enabled").write_text("always [madvise] never\n")
+    (tmp_path / "defrag").write_text("always defer [defer+madvise] madvise never\n")
+    assert bench.huge_pages(tmp_path) == {"enabled": "madvise", "defrag": "defer+madvise",
+                                          "numpy_advice": os.environ.get("NUMPY_MADVISE_HUGEPAGE")}
+    assert bench.huge_pages(tmp_path / "absent") == {"enabled": None, "defrag": None,
+                                                     "numpy_advice": os.environ.get("NUMPY_MADVISE_HUGEPAGE")}
