@@ -28,15 +28,18 @@ attempts as (
     select * from {{ attempts }}
 ),
 
+-- Attempts and links are joined to their lead by record_uid, the 64-bit key derived from
+-- (source_table, source_pk) that the matcher writes with every row (macros/record_uid.sql): at
+-- 1M leads and 1.5M attempts, sorting and hashing one bigint instead of two text columns took
+-- the live derivation of every lead's red-KPI state from 9.3 s to 8.5 s (docs/benchmark.md, round 9).
 latest_attempts as (
-    select distinct on (source_table, source_pk)
-        source_table,
-        source_pk,
+    select distinct on (record_uid)
+        record_uid,
         outcome,
         fail_reason,
         attempted_at
     from attempts
-    order by source_table, source_pk, attempted_at desc, attempt_id desc
+    order by record_uid, attempted_at desc, attempt_id desc
 ),
 
 earliest_linked_leads as (
@@ -101,13 +104,11 @@ classified as (
         end as gap_reason
     from leads
     left join links
-        on links.source_table = leads.source_table
-        and links.source_pk = leads.source_pk
+        on links.record_uid = leads.record_uid
     left join origin_checks
         on origin_checks.person_key = links.person_key
     left join latest_attempts
-        on latest_attempts.source_table = leads.source_table
-        and latest_attempts.source_pk = leads.source_pk
+        on latest_attempts.record_uid = leads.record_uid
 ),
 
 final as (
