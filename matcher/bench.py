@@ -299,7 +299,8 @@ def write_figures(result: dict, project: Path) -> Path:
     return path
 
 
-def _calibration_note(machine: dict) -> str:
+def _machine_note(machine: dict) -> str:
+    """What a figure depends on beyond the hardware: the calibration and the huge-page policy."""
     cal = machine.get("calibration_seconds")
     note = ""
     if cal:
@@ -353,7 +354,7 @@ def figures_markdown(out_dir: Path) -> str:
     for r in runs:
         lines += ["", f"### {r['leads']:,} leads: phases", "",
                   f"Machine: {r['machine']['cpus']} cpus ({r['machine']['cpu']}), {r['machine']['memory_gb']} GB,"
-                  f" Python {r['machine']['python']}.{_calibration_note(r['machine'])}", ""]
+                  f" Python {r['machine']['python']}.{_machine_note(r['machine'])}", ""]
         for rnd in r["rounds"]:
             made = rnd["total_seconds"] - _pipeline_seconds(rnd)
             pipeline = f" ({_pipeline_seconds(rnd):.1f} s from raw tables to views)" if made > 0 else ""
