@@ -159,3 +159,19 @@
 {% macro mark_blocking_definition() -%}
     {{ mark_definition(blocking_definition_fingerprint()) }}
 {%- endmacro %}
+
+
+{#- post-hook of an incremental model, outside its transaction (a vacuum cannot run in one):
+    mark the pages the run appended all-visible. The keys' index answers a block lookup alone
+    only for rows on all-visible pages; every row appended since the last vacuum costs a visit
+    to its heap page instead (autovacuum comes after 20% of the table has been inserted: 8M keys
+    at 1M leads). Measured at 1M leads, 10k new leads: 365k heap visits in the 262k block
+    lookups, 4.1 s -> 2.7 s for the pair query, for a vacuum of 0.4 s that reads only the pages
+    not yet all-visible. Without index cleanup: the dead rows of rewritten records stay in the
+    index until autovacuum, and the run never waits for a pass over a 1.6 GB index. Best effort:
+    a transaction open elsewhere in the database since before the keys were written (another
+    dbt thread's model, a long dashboard query) keeps the vacuum from marking the pages those
+    keys are on, and their lookups visit the heap as before. -#}
+{% macro vacuum_appended(relation) -%}
+    vacuum (index_cleanup off) {{ relation }}
+{%- endmacro %}

@@ -119,9 +119,25 @@ def test_incremental_run_equals_full_rebuild(server, dbt_target, keys):
                              " where identifier_value = '987000222' and is_shared").fetchone()[0] == 1
             before = c.execute("select count(*) from identity.identity_candidates").fetchone()[0]
             changes = mutate(c)
+            # only the run itself may vacuum the keys (autovacuum would hide a missing vacuum)
+            c.execute("alter table intermediate.int_identity__blocking_keys set (autovacuum_enabled = false)")
+            keys_mark = c.execute("select max(load_id) from intermediate.int_identity__records_usable").fetchone()[0]
         assert changes["added"] > 0 and changes["edited"] == 25 and changes["deleted"] == 15
 
-        matcher(env, "dbt", "run", "--quiet", *limit)
+        # one thread: no other model's transaction is open when the keys' vacuum runs (one that
+        # is, keeps it from marking the newest pages: see vacuum_appended)
+        matcher(env, "dbt", "run", "--quiet", "--threads", "1", *limit)
+        with db.connect(autocommit=True) as c:
+            # the pages the run appended keys to are all-visible: a block lookup reads the index alone
+            c.execute("create extension if not exists pg_visibility")
+            appended, hidden = c.execute(
+                "select count(*), count(*) filter (where not v.all_visible)"
+                " from intermediate.int_identity__blocking_keys k"
+                " join pg_visibility_map('intermediate.int_identity__blocking_keys') v"
+                "   on v.blkno = (k.ctid::text::point)[0]::bigint"
+                " where k.record_uid in (select record_uid from intermediate.int_identity__records_usable"
+                "   where load_id > %s)", (keys_mark,)).fetchone()
+            assert appended > 0 and hidden == 0, (appended, hidden)
         compiled = next(dbt_target.glob("compiled/**/int_identity__records.sql")).read_text()
         assert ("15 records whose raw row is gone" in compiled) == (keys == "inline")
         with db.connect(autocommit=True) as c:

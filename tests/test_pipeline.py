@@ -142,6 +142,35 @@ def test_quality_above_floor(pipeline_db):
     assert q["blocking_recall_comparable"] >= q["blocking_recall"]
 
 
+def test_record_attributes_read_alike_through_an_array_and_a_table(pipeline_db, pconn, monkeypatch):
+    """A run reads its records' attributes by an array parameter up to RECORD_ARRAY_MAX records,
+    through a temporary table above it: both give the same records, values and persons, and
+    both leave out a record that is gone."""
+    import numpy as np
+
+    from matcher import config as config_mod
+    from matcher import runner
+    from matcher.config import FIELDS
+
+    uids = np.array(sorted({u for (u,) in pconn.execute(
+        "select left_uid from identity.identity_candidates union select right_uid from identity.identity_candidates")}
+        | {1}), dtype=np.int64)  # record 1 does not exist
+    linked = pconn.execute("select count(*) from canon.identity_links where record_uid = any(%s)",
+                           (uids.tolist(),)).fetchone()[0]
+    run = runner.Run(pipeline_db.db, config_mod.load(project=ROOT))
+    read = {}
+    for way, bound in (("array", len(uids)), ("table", len(uids) - 1)):
+        monkeypatch.setattr(runner, "RECORD_ARRAY_MAX", bound)
+        rec_uid, rec_freq, rec_person, values, codes = run._read_records(pconn, uids)
+        read[way] = (rec_uid.tolist(), rec_freq.tolist(), rec_person.tolist(),
+                     {f: values[f].strings[codes[f]].tolist() for f in FIELDS})
+    assert read["array"] == read["table"]
+    rec_uid, rec_freq, rec_person, fields = read["array"]
+    assert rec_uid == sorted(rec_uid) and 1 not in rec_uid and len(rec_uid) == len(uids) - 1
+    assert sum(p is not None for p in rec_person) == linked > 0
+    assert any(fields["phone"]) and any(fields["name"]) and max(rec_freq) > 1
+
+
 def test_blocking_recall_counts_match_an_independent_count(pipeline_db, pconn):
     """Blocked and comparable true pairs, recounted in Python from the labels, the records and
     the candidate table (the demo has empty records: their pairs are true but not comparable)."""

@@ -11,6 +11,7 @@
     post_hook=[
         "{{ mark_loaded(ref('int_identity__records_usable')) }}",
         "{{ mark_blocking_definition() }}",
+        {"sql": "{% if is_incremental() %}{{ vacuum_appended(this) }}{% endif %}", "transaction": false},
     ],
 ) }}
 -- Blocking keys per record (macros/blocking_keys.sql); two records sharing a key may become a
@@ -27,6 +28,8 @@
 -- new record only adds its own. A full build runs on every core (parallel_full_build_settings).
 -- An incremental run stops, before writing anything, when the keys are now made differently
 -- from when the kept ones were (check_blocking_definition): a full refresh rebuilds them.
+-- After an incremental run's commit, a vacuum marks the pages it appended all-visible
+-- (vacuum_appended), so identity_candidates reads each block from the index alone.
 
 with all_keys as (
     {{ blocking_key_rows(
