@@ -212,6 +212,8 @@ class Run:
         self.canon = sql.Identifier(config.canon_schema)
         self.ident = sql.Identifier(config.identity_schema)
         self.kill_after_batch = int(os.environ.get("MATCHER_TEST_KILL_AFTER_BATCH", "0") or 0)
+        # no link and no attempt yet (a first run): set by _select_due
+        self.nothing_attempted = False
 
     def q(self, text: str, **ids) -> sql.Composed:
         return sql.SQL(text).format(canon=self.canon, ident=self.ident, **ids)
@@ -298,34 +300,49 @@ class Run:
 
     def _select_due(self, conn, r: RunResult) -> int:
         conn.execute("drop table if exists pg_temp.due")
-        # Every pending record with its attempts, in one parallel hash join and aggregate: due
-        # when it has no attempt, when its last attempt saw another fingerprint, or when that
-        # attempt is older than the retry delay and the attempts are fewer than max_attempts.
-        # (A probe of the attempts index per pending record cannot run on more than one core:
-        # at 1M leads, 500k pending records after a first run, 2.95 s -> 2.3 s; a first run,
-        # 1.5M pending records and no attempt, 2.9 s -> 2.8 s.) Its hash tables and the sort
-        # of the grouping take tens of megabytes at that size: work_mem for this statement.
-        with conn.transaction():
-            conn.execute("set local work_mem = '64MB'")
-            conn.execute(
-                self.q(
-                    "create temp table due as"
-                    " select p.record_uid, min(p.source_table) as source_table, min(p.source_pk) as source_pk,"
-                    " min(p.record_kind) as record_kind, min(p.fingerprint) as fingerprint,"
-                    " min(p.precheck_fail_reason) as precheck_fail_reason"
-                    " from {ident}.identity_pending_records p"
-                    " left join {canon}.match_attempts a on a.record_uid = p.record_uid"
-                    " group by p.record_uid"
-                    " having max(a.attempted_at) is null"
-                    "   or max(a.attempted_at) filter (where a.record_fingerprint is not distinct from p.fingerprint)"
-                    "      is distinct from max(a.attempted_at)"
-                    "   or (max(a.attempted_at) < clock_timestamp() - make_interval(secs => %s)"
-                    "       and count(a.attempt_id) < %s)"
-                    # sorted only to take the oldest first under --limit
-                    + (" order by min(p.event_at), p.record_uid limit %s" if self.limit else "")
-                ),
-                (self.cfg.retry_after_hours * 3600, self.cfg.max_attempts, *([self.limit] if self.limit else [])),
-            )
+        columns = "p.record_uid, p.source_table, p.source_pk, p.record_kind, p.fingerprint, p.precheck_fail_reason"
+        # sorted only to take the oldest first under --limit (a sort of every pending record
+        # before the filter cost a second at 1M leads)
+        oldest_first = " order by p.event_at, p.record_uid limit %s" if self.limit else ""
+        # Asked of the canon tables, not of the records: dbt has just built those and nothing
+        # has analyzed them (a check through identity_records took 6.4 s where psql took 1 s).
+        self.nothing_attempted = not conn.execute(self.q(
+            "select exists (select 1 from {canon}.identity_links) or exists (select 1 from {canon}.match_attempts)"
+        )).fetchone()[0]
+        if self.nothing_attempted:
+            # a first run: every pending record is due, no attempt to look at (1M leads: 2.5 s
+            # with the probes below, 4.0 s with the grouping)
+            conn.execute(self.q("create temp table due as select " + columns
+                                + " from {ident}.identity_pending_records p" + oldest_first),
+                         [self.limit] if self.limit else None)
+        else:
+            # Every pending record with its attempts, in one parallel hash join and aggregate: due
+            # when it has no attempt, when its last attempt saw another fingerprint, or when that
+            # attempt is older than the retry delay and the attempts are fewer than max_attempts.
+            # (A probe of the attempts index per pending record cannot run on more than one core:
+            # at 1M leads, 500k pending records after a first run, 2.95 s -> 2.3 s.) Its hash
+            # tables and the sort of the grouping take tens of megabytes at that size: work_mem
+            # for this statement.
+            with conn.transaction():
+                conn.execute("set local work_mem = '64MB'")
+                conn.execute(
+                    self.q(
+                        "create temp table due as"
+                        " select p.record_uid, min(p.source_table) as source_table, min(p.source_pk) as source_pk,"
+                        " min(p.record_kind) as record_kind, min(p.fingerprint) as fingerprint,"
+                        " min(p.precheck_fail_reason) as precheck_fail_reason"
+                        " from {ident}.identity_pending_records p"
+                        " left join {canon}.match_attempts a on a.record_uid = p.record_uid"
+                        " group by p.record_uid"
+                        " having max(a.attempted_at) is null"
+                        "   or max(a.attempted_at) filter (where a.record_fingerprint is not distinct from p.fingerprint)"
+                        "      is distinct from max(a.attempted_at)"
+                        "   or (max(a.attempted_at) < clock_timestamp() - make_interval(secs => %s)"
+                        "       and count(a.attempt_id) < %s)"
+                        + (" order by min(p.event_at), p.record_uid limit %s" if self.limit else "")
+                    ),
+                    (self.cfg.retry_after_hours * 3600, self.cfg.max_attempts, *([self.limit] if self.limit else [])),
+                )
         conn.execute("alter table due add primary key (record_uid)")
         conn.execute("analyze due")
         n = conn.execute("select count(*) from due").fetchone()[0]
@@ -368,12 +385,8 @@ class Run:
     def _read_pairs(self, conn) -> np.ndarray:
         # In a first run (no link, no attempt, no --limit) every live record is due, so every pair
         # touches one: read the table whole instead of semi-joining it with the due records twice
-        # (1M leads, 11.6M pairs: 7.0-7.6 s -> 1.8 s). Asked of the canon tables, not of the
-        # records: dbt has just built those and nothing has analyzed them, and a check through
-        # identity_records then took 6.4 s in a run where psql had taken 1 s.
-        everything_due = not self.limit and not conn.execute(self.q(
-            "select exists (select 1 from {canon}.identity_links) or exists (select 1 from {canon}.match_attempts)"
-        )).fetchone()[0]
+        # (1M leads, 11.6M pairs: 7.0-7.6 s -> 1.8 s). _select_due found whether it is one.
+        everything_due = not self.limit and self.nothing_attempted
         # either read returns each pair at most once: the table's size (as the planner sees it) bounds it
         plan = conn.execute(self.q("explain (format json) select from {ident}.identity_candidates")).fetchone()[0]
         bound = int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
