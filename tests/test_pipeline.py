@@ -142,6 +142,16 @@ def test_quality_above_floor(pipeline_db):
     assert q["blocking_recall_comparable"] >= q["blocking_recall"]
 
 
+def test_every_link_carries_the_confidence_of_its_rule(pconn):
+    from matcher import config as config_mod
+
+    expected = {rule.name: rule.confidence for rule in config_mod.load(project=ROOT).rules}
+    expected |= {"force_link": "high", "singleton_driver": "high", "singleton_lead": "high"}
+    found = pconn.execute("select match_rule, confidence, count(*) from canon.identity_links group by 1, 2").fetchall()
+    assert len({rule for rule, _, _ in found}) >= 3
+    assert all(confidence == expected[rule] for rule, confidence, _ in found), found
+
+
 def test_record_attributes_read_alike_through_an_array_and_a_table(pipeline_db, pconn, monkeypatch):
     """A run reads its records' attributes by an array parameter up to RECORD_ARRAY_MAX records,
     through a temporary table above it: both give the same records, values and persons, and
