@@ -23,20 +23,46 @@ TAG_SQL = (
 )
 
 
-def expected_origins_sql(cfg: Config, where: sql.Composable | None = None) -> sql.Composed:
-    """One row per person with links (optionally only links matching `where`): the origin the rule gives."""
+def expected_origins_sql(cfg: Config, where: sql.Composable | None = None, *,
+                         links: sql.Composable | None = None, event_at: str = "source_event_at") -> sql.Composed:
+    """One row per person with links (optionally only links matching `where`): the origin the rule gives.
+
+    `links` is the relation of (person_key, source_table, source_pk, `event_at`) rows to take
+    them from, canon.identity_links by default.
+    """
     priority = sql.SQL(", ").join(
         sql.SQL("({}, {})").format(sql.Literal(t), sql.Literal(i)) for i, t in enumerate(cfg.origin_source_priority)
     )
     return sql.SQL(
         "select distinct on (l.person_key) l.person_key, " + TAG_SQL + " as origin_tag,"
-        " l.source_table as origin_source_table, l.source_pk as origin_source_pk, l.source_event_at as origin_at,"
+        " l.source_table as origin_source_table, l.source_pk as origin_source_pk, l.{event_at} as origin_at,"
         " case when l.source_table = 'drivers' then 'no_lead_earliest_driver' else 'earliest_lead' end as origin_rule"
-        " from {canon}.identity_links l join (values {priority}) pr(source_table, rank) using (source_table)"
+        " from {links} l join (values {priority}) pr(source_table, rank) using (source_table)"
         " {where}"
-        " order by l.person_key, (l.source_table = 'drivers'), l.source_event_at nulls last, pr.rank, l.source_pk"
-    ).format(canon=sql.Identifier(cfg.canon_schema), priority=priority,
+        " order by l.person_key, (l.source_table = 'drivers'), l.{event_at} nulls last, pr.rank, l.source_pk"
+    ).format(links=links if links is not None else sql.SQL("{}.identity_links").format(sql.Identifier(cfg.canon_schema)),
+             event_at=sql.Identifier(event_at), priority=priority,
              where=sql.SQL("where ") + where if where is not None else sql.SQL(""))
+
+
+INSERT_ORIGINS = (
+    "insert into {canon}.identity_origin (person_key, origin_tag, origin_source_table, origin_source_pk,"
+    " origin_at, origin_rule, run_id)"
+    " select e.person_key, e.origin_tag, e.origin_source_table, e.origin_source_pk, e.origin_at, e.origin_rule, %(run)s"
+    " from ({expected}) e"
+)
+
+
+def write_new(conn: psycopg.Connection, cfg: Config, run_id: int, records: sql.Composable,
+              params: dict | None = None) -> int:
+    """Write the origin of persons created just now, whose every link is a row of `records`
+    (person_key, source_table, source_pk, event_at): the same rule as `backfill`, without
+    looking their links up again (at 1M leads, fetching the links of 50k new persons by person
+    key was 1.3 s of the 2.3 s a batch's origins took)."""
+    cur = conn.execute(sql.SQL(INSERT_ORIGINS + " on conflict (person_key) do nothing").format(
+        canon=sql.Identifier(cfg.canon_schema),
+        expected=expected_origins_sql(cfg, links=records, event_at="event_at")), {"run": run_id, **(params or {})})
+    return max(cur.rowcount, 0)
 
 
 def backfill(conn: psycopg.Connection, cfg: Config, run_id: int, person_filter: sql.Composable | None = None,
@@ -47,10 +73,7 @@ def backfill(conn: psycopg.Connection, cfg: Config, run_id: int, person_filter: 
     expected origin is then computed for those persons only, which keeps per-batch calls cheap.
     """
     query = sql.SQL(
-        "insert into {canon}.identity_origin (person_key, origin_tag, origin_source_table, origin_source_pk,"
-        " origin_at, origin_rule, run_id)"
-        " select e.person_key, e.origin_tag, e.origin_source_table, e.origin_source_pk, e.origin_at, e.origin_rule, %(run)s"
-        " from ({expected}) e"
+        INSERT_ORIGINS +
         " where not exists (select 1 from {canon}.identity_origin o where o.person_key = e.person_key)"
         " on conflict (person_key) do nothing"
     ).format(canon=sql.Identifier(cfg.canon_schema), expected=expected_origins_sql(cfg, person_filter or sql.SQL(

@@ -718,9 +718,11 @@ class Run:
             + " end"
         )
         statements = [
-            "insert into {canon}.identity_registry (person_key, created_by_run)"
+            # the persons it created are noted: their origin comes from their work rows below
+            "with created as (insert into {canon}.identity_registry (person_key, created_by_run)"
             " select distinct person_key, %(run)s from work n where n.batch = %(b)s and n.decision = 1"
-            " on conflict (person_key) do nothing",
+            " on conflict (person_key) do nothing returning person_key)"
+            " insert into batch_created (person_key) select person_key from created",
             "insert into {canon}.identity_links as l (source_table, source_pk, record_uid, person_key, match_rule,"
             " match_score, confidence, evidence, source_event_at, record_fingerprint, run_id)"
             " select n.source_table, n.source_pk, n.record_uid, n.person_key, n.match_rule, n.probability,"
@@ -751,17 +753,28 @@ class Run:
             " from work n"
             " where n.batch = %(b)s and (n.decision in (1, 2) or n.is_due)",
         ]
-        batch_persons = sql.SQL("l.person_key in (select person_key from work where batch = %(b)s and person_key is not null)")
+        # Origins of the persons this batch touched, in its transaction. A person it created has
+        # no link but this batch's, so the rule is applied to those work rows; the others (a
+        # person linked to before, or one whose key was already registered) by their links.
+        created_rows = sql.SQL(
+            "(select n.person_key, n.source_table, n.source_pk, n.event_at from work n"
+            " join batch_created c using (person_key) where n.batch = %(b)s and n.decision = 1)")
+        other_persons = sql.SQL(
+            "l.person_key in (select person_key from work where batch = %(b)s and person_key is not null"
+            " except select person_key from batch_created)")
+        conn.execute("drop table if exists pg_temp.batch_created")
+        conn.execute("create temp table batch_created (person_key uuid not null)")
         for b in batches:
             with conn.transaction():
+                conn.execute("truncate batch_created")
                 counts = []
                 for name, stmt in zip(STATEMENT_NAMES, statements):
                     with r.clock(name):
                         cur = conn.execute(self.q(stmt), {"b": b, "run": r.run_id})
                     counts.append(max(cur.rowcount, 0))
-                # origins for the persons this batch touched, in the same transaction
                 with r.clock("write_origins"):
-                    written = origins.backfill(conn, self.cfg, r.run_id, batch_persons, {"b": b})
+                    written = origins.write_new(conn, self.cfg, r.run_id, created_rows, {"b": b})
+                    written += origins.backfill(conn, self.cfg, r.run_id, other_persons, {"b": b})
                 r.new_persons += counts[0]
                 r.matched += counts[1]
                 r.rows_written += sum(counts) + written

@@ -142,6 +142,21 @@ def test_quality_above_floor(pipeline_db):
     assert q["blocking_recall_comparable"] >= q["blocking_recall"]
 
 
+def test_every_person_has_the_origin_its_links_give(pconn):
+    """Origins of new persons are worked out from the run's own rows, the others from their
+    links: either way each linked person has one, and it is the one the rule gives by links."""
+    from matcher import config as config_mod
+    from matcher import origins
+
+    without = pconn.execute("select count(distinct l.person_key) from canon.identity_links l"
+                            " where not exists (select 1 from canon.identity_origin o where o.person_key = l.person_key)"
+                            ).fetchone()[0]
+    assert without == 0
+    tags = dict(pconn.execute("select origin_tag, count(*) from canon.identity_origin group by 1").fetchall())
+    assert {"cabinet_lead", "driver_direct"} <= set(tags), tags
+    assert origins.inconsistent(pconn, config_mod.load(project=ROOT)) == []
+
+
 def test_every_link_carries_the_confidence_of_its_rule(pconn):
     from matcher import config as config_mod
 
