@@ -61,10 +61,11 @@ CANDIDATE_CONTRACT = {
 }
 
 
-# the per-batch write statements, in order (RunResult.detail keys)
 # a run reads the attributes of at most this many records by an array parameter, more through
 # a temporary table joined to the records (_read_records says why, with the figures)
 RECORD_ARRAY_MAX = 500_000
+
+# the per-batch write statements, in order (RunResult.detail keys)
 STATEMENT_NAMES = ("write_registry", "write_links", "write_conflicts", "write_attempts")
 
 # The tables a run writes are analyzed by the run itself, before the red-KPI state is derived
