@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from matcher.dense import dense_index
+
 
 def connected_components(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return (nodes, labels): each distinct node id and the smallest node index of its component."""
-    nodes, inverse = np.unique(np.concatenate([left, right]), return_inverse=True)
+    nodes, inverse = dense_index(np.concatenate([left, right]))
     a, b = inverse[: len(left)], inverse[len(left):]
     labels = np.arange(len(nodes))
     while True:
