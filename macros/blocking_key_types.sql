@@ -3,7 +3,7 @@
     into names. Append new types at the end: codes are stored. `name_full` (the whole name of
     3+ tokens) is retired, superseded by `name_triple`; its code stays so old masks decode. -#}
 {% macro blocking_key_types() -%}
-    {{ return(['phone', 'document', 'email', 'plate', 'phone_fuzzy', 'document_fuzzy', 'name_pair', 'name_full', 'name_triple', 'plate_fuzzy']) }}
+    {{ return(['phone', 'document', 'email', 'plate', 'phone_fuzzy', 'document_fuzzy', 'name_pair', 'name_full', 'name_triple', 'plate_fuzzy', 'claim']) }}
 {%- endmacro %}
 
 {#- the one-deletion key types: their neighbours pair only where names can agree

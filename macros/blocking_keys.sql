@@ -1,7 +1,8 @@
 {#- The blocking keys of records, as one select of (record_uid, key_type, key_value,
     name_signature). int_identity__blocking_keys stores them hashed; identity_candidates builds
     them again for the few records rewritten in an incremental run, to look their blocks up.
-    Keys: exact identifiers; one-deletion keys of phone, document and plate (a single substitution,
+    Keys: exact identifiers; the driver a claim names a lead for (`claim`: a driver's own id on
+    the driver's record, int_identity__claim_attributions); one-deletion keys of phone, document and plate (a single substitution,
     transposition, insertion or deletion still meets its twin; only for identifiers of at most
     `max_fuzzy_identifier_length` characters); unordered pairs of name tokens (robust to swapped
     order, a missing second surname, one typo in a name of three or more tokens), from the first
@@ -74,7 +75,7 @@
 {%- endmacro %}
 
 {#- The keys of the rows of `relation` (record_uid, phone, document_number, email, plate,
-    name_tokens, name_signature) that satisfy `condition`, as one union-all select of
+    claim_driver_id, name_tokens, name_signature) that satisfy `condition`, as one union-all select of
     (record_uid, key_type, key_value, name_signature). Every branch reads `relation` itself
     and nothing is shared through a CTE or a sub-select, so a full build runs it on every core
     (a CTE scan or a correlated sub-select would keep the whole query on one). Each key of a
@@ -89,7 +90,7 @@
 {%- set tokens = 'records.name_tokens' %}
 {%- set token_count = 'coalesce(cardinality(records.name_tokens), 0)' %}
 {%- set triple_count = 'least(coalesce(cardinality(records.name_tokens), 0), ' ~ max_triple_tokens ~ ')' %}
-{%- for type, column, prefix in [('phone', 'phone', 'p:'), ('document', 'document_number', 'd:'), ('email', 'email', 'e:'), ('plate', 'plate', 't:')] %}
+{%- for type, column, prefix in [('phone', 'phone', 'p:'), ('document', 'document_number', 'd:'), ('email', 'email', 'e:'), ('plate', 'plate', 't:'), ('claim', 'claim_driver_id', 'c:')] %}
 select records.record_uid, {{ blocking_key_code(type) }} as key_type, '{{ prefix }}' || records.{{ column }} as key_value,
     null::bigint as name_signature
 from {{ relation }} as records

@@ -437,7 +437,7 @@ def explain(ctx: Context, source_table, source_pk, as_json):
     console.print(table)
 
 
-FIELDS_SHORT = ("phone", "doc", "email", "plate", "name")
+FIELDS_SHORT = ("phone", "doc", "email", "plate", "claim", "name")
 
 
 @cli.command()

@@ -16,13 +16,16 @@ from typing import Any
 
 from matcher.errors import ConfigError
 
-FIELDS = ("phone", "document", "email", "plate", "name")
+# the name comes last (scoring sums the others first, then compares names only where they can matter)
+FIELDS = ("phone", "document", "email", "plate", "claim", "name")
 IDENTIFIER_FIELDS = ("phone", "document", "email")
 LEVELS = {
     "phone": ("exact", "close", "near", "differ", "missing"),
     "document": ("exact", "close", "near", "differ", "missing"),
     "email": ("exact", "close", "near", "differ", "missing"),
     "plate": ("exact", "close", "near", "differ", "missing"),
+    # the driver the platform's claims name a lead for (a driver: its own id): equal or not
+    "claim": ("exact", "differ", "missing"),
     "name": ("exact", "strong", "fair", "weak", "differ", "missing"),
 }
 CONFIDENCES = ("high", "medium", "low")
@@ -141,9 +144,15 @@ def _parse_rule(i: int, raw: Any) -> Rule:
         max_freq is not None and min_tokens >= 3 and when.get("name") == frozenset({"exact"})
         and all(f in when and "differ" not in when[f] for f in IDENTIFIER_FIELDS)
     )
-    _need(demands_identifier or rare_name_only, where,
+    # ... or on the platform's own attribution (a claim that names the lead for that driver),
+    # where no personal identifier may disagree and the names may not
+    claim_named = when.get("claim") == frozenset({"exact"}) and all(
+        f in when and "differ" not in when[f] for f in IDENTIFIER_FIELDS
+    ) and "name" in when and not when["name"] & {"weak", "differ"}
+    _need(demands_identifier or rare_name_only or claim_named, where,
           "a rule must require agreement on phone, document or email (or, for a name-only rule: name = [\"exact\"],"
-          " max_name_frequency, min_name_tokens >= 3, and no identifier allowed to differ)")
+          " max_name_frequency, min_name_tokens >= 3, and no identifier allowed to differ; or, for a claim rule:"
+          " claim = [\"exact\"], no identifier allowed to differ, and name not allowed weak or differ)")
     return Rule(
         name=name.strip(),
         when=when,

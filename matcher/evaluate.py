@@ -6,7 +6,8 @@ Pairwise: every unordered pair of records in the same true entity is a true pair
 in the same person is a predicted pair. Blocking recall: the share of true pairs that reached
 the candidate table (shared a blocking key within its block bound); reported also over the
 *comparable* true pairs, those whose two records both carry something to compare (a usable
-identifier or a name in `identity_records`): a record with nothing usable can reach no
+identifier, a name, or a claim attribution in `identity_records`; a driver always has one, its
+own id): a record with nothing usable can reach no
 candidate pair, whatever the blocking, so those pairs cap the first figure, not the second.
 """
 from __future__ import annotations
@@ -97,7 +98,8 @@ def evaluate(
             conn.execute(
                 sql.SQL(
                     "create temp table eval_uids as select e.record_uid, e.source_table, e.true_entity_id,"
-                    " coalesce(r.phone, r.document_number, r.email, r.plate, r.full_name) is not null as comparable"
+                    " coalesce(r.phone, r.document_number, r.email, r.plate, r.full_name, r.claim_driver_id) is not null"
+                    " as comparable"
                     " from (select " + UID_SQL + " as record_uid, source_table, true_entity_id from eval_records) e"
                     " left join {ident}.identity_records r on r.record_uid = e.record_uid"
                 ).format(**ids)

@@ -12,10 +12,10 @@ from matcher.errors import MatcherError
 from matcher.masking import mask_email, mask_identifier, mask_name
 
 RECORD_COLUMNS = ("u.record_uid, u.source_table, u.source_pk, u.record_kind, u.event_at, r.phone, r.document_number,"
-                  " r.email, r.plate, r.full_name, r.name_frequency")
+                  " r.email, r.plate, r.claim_driver_id, r.full_name, r.name_frequency")
 
 # Mirror of macros/blocking_key_types.sql: bit (code - 1) of identity_candidates.blocking_mask.
-BLOCKING_KEY_TYPES = ("phone", "document", "email", "plate", "phone_fuzzy", "document_fuzzy", "name_pair", "name_full", "name_triple", "plate_fuzzy")
+BLOCKING_KEY_TYPES = ("phone", "document", "email", "plate", "phone_fuzzy", "document_fuzzy", "name_pair", "name_full", "name_triple", "plate_fuzzy", "claim")
 
 
 def blocking_keys(mask: int) -> list[str]:
@@ -28,6 +28,8 @@ def _masked(rec: dict) -> dict:
         "phone": mask_identifier(rec["phone"]), "document_number": mask_identifier(rec["document_number"]),
         "email": mask_email(rec["email"]), "plate": mask_identifier(rec["plate"], 1),
         "full_name": mask_name(rec["full_name"]),
+        # a driver id (the platform's key, not personal data): the driver claims name a lead for
+        "claim_driver_id": rec["claim_driver_id"],
     }
 
 
@@ -65,7 +67,7 @@ def explain(conn: psycopg.Connection, cfg: Config, source_table: str, source_pk:
         others = cur.execute(
             sql.SQL(
                 "select c.blocking_mask, o.record_uid, u.source_table, u.source_pk, o.phone, o.document_number,"
-                " o.email, o.plate, o.full_name, greatest(coalesce(o.name_frequency, 0), %(freq)s) as freq,"
+                " o.email, o.plate, o.claim_driver_id, o.full_name, greatest(coalesce(o.name_frequency, 0), %(freq)s) as freq,"
                 " l.person_key::text as person_key"
                 " from {ident}.identity_candidates c"
                 " join {ident}.identity_records o"
@@ -85,6 +87,7 @@ def explain(conn: psycopg.Connection, cfg: Config, source_table: str, source_pk:
             l_email=[rec["email"]] * n, r_email=[o["email"] for o in others],
             l_plate=[rec["plate"]] * n, r_plate=[o["plate"] for o in others],
             l_name=[rec["full_name"]] * n, r_name=[o["full_name"] for o in others],
+            l_claim=[rec["claim_driver_id"]] * n, r_claim=[o["claim_driver_id"] for o in others],
             name_frequency=[o["freq"] for o in others],
         )
         s = scoring.score_pairs(pairs, cfg, prune=False)  # show every field, even when moot

@@ -51,7 +51,7 @@ CANDIDATE_CONTRACT = {
     "identity_candidates": {"left_uid": "bigint", "right_uid": "bigint", "blocking_mask": "smallint"},
     "identity_records": {
         "record_uid": "bigint", "phone": "text", "document_number": "text", "email": "text", "plate": "text",
-        "full_name": "text", "name_frequency": "integer",
+        "claim_driver_id": "text", "full_name": "text", "name_frequency": "integer",
     },
     "identity_pending_records": {
         "record_uid": "bigint", "source_table": "text", "source_pk": "text", "record_kind": "text",
@@ -64,6 +64,9 @@ CANDIDATE_CONTRACT = {
 # a run reads the attributes of at most this many records by an array parameter, more through
 # a temporary table joined to the records (_read_records says why, with the figures)
 RECORD_ARRAY_MAX = 500_000
+
+# one level code per field (index into LEVELS[field]) in the nodes tables
+LEVEL_COLUMNS_DDL = ", ".join(f"{f} smallint" for f in FIELDS)
 
 # the per-batch write statements, in order (RunResult.detail keys)
 STATEMENT_NAMES = ("write_registry", "write_links", "write_conflicts", "write_attempts")
@@ -414,7 +417,8 @@ class Run:
         conn.execute("drop table if exists pg_temp.involved, pg_temp.attrs")
         columns = (
             "r.record_uid, coalesce(r.phone, '') as phone, coalesce(r.document_number, '') as document,"
-            " coalesce(r.email, '') as email, coalesce(r.plate, '') as plate, coalesce(r.full_name, '') as name,"
+            " coalesce(r.email, '') as email, coalesce(r.plate, '') as plate,"
+            " coalesce(r.claim_driver_id, '') as claim, coalesce(r.full_name, '') as name,"
             " coalesce(r.name_frequency, 0)::bigint as name_frequency, coalesce(l.person_key::text, '') as person")
         if len(uids) <= RECORD_ARRAY_MAX:
             # The records as one array parameter: each record row is checked against it by a hash
@@ -522,9 +526,8 @@ class Run:
         conn.execute(
             "create temp table nodes (record_uid bigint primary key, component bigint not null,"
             " batch integer not null, decision smallint not null, person_key uuid,"
-            " match_rule text, match_score real, probability real, name_similarity real,"
-            " phone smallint, document smallint, email smallint, plate smallint, name smallint,"
-            " component_size integer, conflict_kind text, conflict_persons uuid[])"
+            " match_rule text, match_score real, probability real, name_similarity real, "
+            + LEVEL_COLUMNS_DDL + ", component_size integer, conflict_kind text, conflict_persons uuid[])"
         )
         conn.execute("drop table if exists pg_temp.seen")
         conn.execute("create temp table seen (record_uid bigint primary key, best_score real)")
@@ -622,8 +625,8 @@ class Run:
         conn.execute("drop table if exists pg_temp.nodes_numeric, pg_temp.nodes_text")
         conn.execute(
             "create temp table nodes_numeric (record_uid bigint, component bigint, batch integer, decision smallint,"
-            " rule smallint, match_score real, probability real, name_similarity real, phone smallint,"
-            " document smallint, email smallint, plate smallint, name smallint, component_size integer)")
+            " rule smallint, match_score real, probability real, name_similarity real, "
+            + LEVEL_COLUMNS_DDL + ", component_size integer)")
         copyio.write_columns(conn, sql.Identifier("nodes_numeric"), {
             "record_uid": nodes.astype(np.int64), "component": nodes[labels].astype(np.int64),
             "batch": batch.astype(np.int32), "decision": decision.astype(np.int16), "rule": rule[e].astype(np.int16),
@@ -642,11 +645,11 @@ class Run:
                     cp.write_row((int(nodes[i]), person_key[i], conflict_kind[i], conflict_persons[i]))
         conn.execute(
             "insert into nodes (record_uid, component, batch, decision, person_key, match_rule, match_score,"
-            " probability, name_similarity, phone, document, email, plate, name, component_size,"
+            " probability, name_similarity, " + ", ".join(FIELDS) + ", component_size,"
             " conflict_kind, conflict_persons)"
             " select n.record_uid, n.component, n.batch, n.decision, t.person_key, (%s::text[])[n.rule + 1],"
-            " n.match_score, n.probability, nullif(n.name_similarity, 'NaN'), n.phone, n.document, n.email,"
-            " n.plate, n.name, n.component_size, t.conflict_kind, t.conflict_persons"
+            " n.match_score, n.probability, nullif(n.name_similarity, 'NaN'), "
+            + ", ".join(f"n.{f}" for f in FIELDS) + ", n.component_size, t.conflict_kind, t.conflict_persons"
             " from nodes_numeric n left join nodes_text t using (record_uid)",
             (list(rule_names),))
         conn.execute("drop table nodes_numeric, nodes_text")

@@ -131,6 +131,9 @@ class PairColumns:
     l_name: list
     r_name: list
     name_frequency: np.ndarray | None = None
+    # the driver claims name each record for (identity_records.claim_driver_id); None: nobody's
+    l_claim: list | None = None
+    r_claim: list | None = None
 
     def __len__(self) -> int:
         return len(self.l_phone)
@@ -143,7 +146,8 @@ class PairColumns:
     def coded(self) -> CodedPairs:
         values, left, right = {}, {}, {}
         for f in FIELDS:
-            values[f], (left[f], right[f]) = Values.encode(getattr(self, f"l_{f}"), getattr(self, f"r_{f}"))
+            sides = [getattr(self, f"l_{f}"), getattr(self, f"r_{f}")]
+            values[f], (left[f], right[f]) = Values.encode(*[[""] * len(self) if s is None else s for s in sides])
         return CodedPairs(values, left, right, self.name_frequency)
 
 
@@ -234,6 +238,16 @@ def _email_levels(values: Values, left, right, edits: Edits) -> np.ndarray:
     return out
 
 
+def _claim_levels(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The same driver named (or a driver and a lead named for it): exact; both named, not the same: differ."""
+    codes = CODE["claim"]
+    present = (left != 0) & (right != 0)
+    out = np.full(len(left), codes["missing"], dtype=np.int8)
+    out[present] = codes["differ"]
+    out[present & (left == right)] = codes["exact"]
+    return out
+
+
 def _token_similarity(a: np.ndarray, b: np.ndarray, words: Values, token_match: float) -> np.ndarray:
     """Jaro-Winkler of token-id pairs (ids index `words`), computed once per distinct pair; an
     initial ("j") agrees with any token starting with that letter."""
@@ -311,6 +325,7 @@ def score_pairs(pairs: PairColumns | CodedPairs, config: Config, *, prune: bool 
         "document": _document_levels(V["document"], L["document"], R["document"], edits, config.document_min_digits),
         "email": _email_levels(V["email"], L["email"], R["email"], edits),
         "plate": _identifier_levels(V["plate"], L["plate"], R["plate"], edits),
+        "claim": _claim_levels(L["claim"], R["claim"]),
     }
     score = identifier_score(levels, config)
     compare = names_worth_comparing(score, config, prune)

@@ -18,6 +18,7 @@ Levels per field (see defaults.toml for weights):
   transposition is one edit), differ, missing. Documents are also exact when their digits alone
   agree and are long enough (a licence "Q12345678" and the DNI "12345678").
 - email: exact, close (same local part, or one edit), differ, missing.
+- claim: exact (the same driver named), differ, missing.
 - name: exact (same sorted tokens), strong (every token of the shorter name matches a token
   of the longer one: swapped order, missing second surname, initials, typos), fair (two or
   more tokens match, not all: relatives share surnames), weak (one token), differ, missing.
@@ -57,6 +58,9 @@ class PairColumns:
     r_name: np.ndarray
     # records carrying the more common of the two exact names (0: unknown)
     name_frequency: np.ndarray | None = None
+    # the driver claims name each record for; None: nobody's
+    l_claim: np.ndarray | None = None
+    r_claim: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.l_phone)
@@ -214,6 +218,17 @@ def _name_levels(left: np.ndarray, right: np.ndarray, token_match: float) -> tup
     return out, similarity, n_short
 
 
+def _claim_levels(left: np.ndarray | None, right: np.ndarray | None, n: int) -> np.ndarray:
+    """exact: the same driver; differ: two drivers; missing: either side names none."""
+    codes = CODE["claim"]
+    out = np.full(n, codes["missing"], dtype=np.int8)
+    if left is None or right is None:
+        return out
+    present = (left != "") & (right != "")
+    out[present] = np.where(left[present] == right[present], codes["exact"], codes["differ"])
+    return out
+
+
 def score_pairs(pairs: PairColumns, config: Config, *, prune: bool = True) -> Scores:
     """Levels, score and rule per pair.
 
@@ -228,6 +243,7 @@ def score_pairs(pairs: PairColumns, config: Config, *, prune: bool = True) -> Sc
         "document": _document_levels(pairs.l_document, pairs.r_document, config),
         "email": _email_levels(pairs.l_email, pairs.r_email, config),
         "plate": _identifier_levels(pairs.l_plate, pairs.r_plate, config),
+        "claim": _claim_levels(pairs.l_claim, pairs.r_claim, n),
     }
     score = identifier_score(levels, config)
     compare = names_worth_comparing(score, config, prune)

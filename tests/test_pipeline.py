@@ -207,7 +207,7 @@ def test_blocking_recall_counts_match_an_independent_count(pipeline_db, pconn):
     comparable = {
         uid for (uid,) in pconn.execute(
             "select record_uid from identity.identity_records"
-            " where coalesce(phone, document_number, email, plate, full_name) is not null"
+            " where coalesce(phone, document_number, email, plate, full_name, claim_driver_id) is not null"
         )
     }
     per_entity = Counter(labels[uid] for uid in comparable if uid in labels)
@@ -382,7 +382,7 @@ def test_explain_shows_masked_identifiers_candidates_and_outcome(pipeline_db, pc
     assert data["link"]["match_rule"] == "document_exact_name"
     assert data["origin"] is not None
     for c in data["candidates"]:  # after a re-build, a linked record keeps only pairs with pending records
-        assert set(c["levels"]) == {"phone", "document", "email", "plate", "name"}
+        assert set(c["levels"]) == {"phone", "document", "email", "plate", "claim", "name"}
         assert c["rule"] is None or isinstance(c["score"], float)
     for raw_value in (phone, doc, name):
         assert raw_value not in result.output

@@ -14,7 +14,8 @@ CFG = config.load()
 
 def score_one(**fields):
     cols = {k: [fields.get(k, "")] for k in (
-        "l_phone", "r_phone", "l_document", "r_document", "l_email", "r_email", "l_plate", "r_plate", "l_name", "r_name")}
+        "l_phone", "r_phone", "l_document", "r_document", "l_email", "r_email", "l_plate", "r_plate", "l_name", "r_name",
+        "l_claim", "r_claim")}
     s = scoring.score_pairs(scoring.PairColumns.from_lists(**cols), CFG)
     levels = {f: scoring.LEVELS[f][s.levels[f][0]] for f in scoring.FIELDS}
     rule = CFG.rules[s.rule[0]].name if s.rule[0] >= 0 else None
@@ -114,6 +115,43 @@ def _with_levels(**values):
 def test_names_and_plates_alone_never_link():
     _, rule, _ = score_one(l_plate="ABC123", r_plate="ABC123", l_name="juan quispe", r_name="juan quispe")
     assert rule is None
+
+
+@pytest.mark.parametrize("fields,rule", [
+    # an empty lead form and the driver a claim names it for: the claim alone places it
+    ({"r_name": "rosa flores", "r_phone": "987000001"}, "claim_attribution"),
+    # names that agree, or one missing a second surname: still the claim's rule
+    ({"l_name": "rosa flores vega", "r_name": "rosa flores"}, "claim_attribution"),
+    # a document that clearly differs, or a name that does not agree, outweighs the claim
+    ({"l_document": "71112223", "r_document": "40999999"}, None),
+    ({"l_name": "mario quispe", "r_name": "rosa flores"}, None),
+    ({"l_name": "rosa quispe", "r_name": "rosa flores"}, None),    # one token in common: weak
+    # and identifiers that agree take their own, stronger rule first
+    ({"l_document": "40000001", "r_document": "40000001", "l_name": "rosa flores", "r_name": "rosa flores"},
+     "document_exact_name"),
+])
+def test_a_claim_naming_the_lead_for_the_driver_links_unless_something_disagrees(fields, rule):
+    levels, got, _ = score_one(l_claim="DRV-1", r_claim="DRV-1", **fields)
+    assert levels["claim"] == "exact" and got == rule
+
+
+def test_a_lead_claimed_for_another_driver_is_no_evidence_either_way():
+    pair = {"l_phone": "987000001", "r_phone": "987000001", "l_name": "rosa flores", "r_name": "rosa flores"}
+    plain, plain_rule, plain_score = score_one(**pair)
+    levels, rule, score = score_one(l_claim="DRV-1", r_claim="DRV-2", **pair)
+    assert (plain["claim"], levels["claim"]) == ("missing", "differ")
+    assert (rule, score) == (plain_rule, plain_score) and rule == "phone_exact_name"
+
+
+def test_a_claim_rule_may_not_let_an_identifier_or_the_names_disagree():
+    data = config._defaults()
+    good = next(r for r in data["rules"] if r["name"] == "claim_attribution")
+    for field, levels in (("document", ["exact", "differ", "missing"]), ("name", ["exact", "weak", "missing"])):
+        data["rules"] = [{**good, "when": {**good["when"], field: levels}}]
+        with pytest.raises(config.ConfigError, match="claim rule"):
+            config.build(data, "test")
+    data["rules"] = [good]
+    assert config.build(data, "test").rules[0].name == "claim_attribution"
 
 
 def test_shared_identifier_is_missing_not_evidence():
@@ -237,6 +275,7 @@ documents = st.sampled_from(["40001234", "Q40001234", "40001243", "4000123", "X-
 emails = st.sampled_from(["juan.quispe@gmail.com", "juan.qispe@gmai.com", "juan.quispe@hotmail.com", "juan.quispr@gmail.com", "jq@x.pe", "jq@yahoo.es",
                           "jq@y.pe", "ana@gmail.com", ""])
 plates = st.sampled_from(["ABC123", "ABC124", "BAC123", "ABD124", "ABD12", "ABC1", "XYZ987", ""])
+claims = st.sampled_from(["DRV-1", "DRV-2", ""])
 names = st.sampled_from(["juan carlos quispe mamani", "quispe mamani juan carlos", "j carlos quispe",
                          "juan quispe", "juan quispr", "maria del carmen rojas", "maria carmen rojas", "de la cruz",
                          "jose luis nunez pena", "jose luis nunes pena", "pedro", "a b c d e f g", ""])
@@ -244,17 +283,18 @@ names = st.sampled_from(["juan carlos quispe mamani", "quispe mamani juan carlos
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(phones, phones, documents, documents, emails, emails, plates, plates, names, names,
-                          st.integers(0, 4)), min_size=1, max_size=40),
+                          st.integers(0, 4), claims, claims), min_size=1, max_size=40),
        st.one_of(st.none(), text))
 def test_coded_scoring_equals_the_string_reference(rows, extra):
     """Codes, per-value caches and distinct-pair comparisons change nothing: every level, score,
     similarity and rule equals the direct string formulation, pruned or not."""
     if extra is not None:  # arbitrary unicode in every field of one more pair
-        rows = rows + [(extra,) * 10 + (1,)]
+        rows = rows + [(extra,) * 10 + (1, extra, extra)]
     columns = list(zip(*rows))
     keys = ("l_phone", "r_phone", "l_document", "r_document", "l_email", "r_email", "l_plate", "r_plate",
             "l_name", "r_name")
     cols = {k: list(v) for k, v in zip(keys, columns)}
+    cols["l_claim"], cols["r_claim"] = list(columns[11]), list(columns[12])
     freq = list(columns[10])
     ref_pruned, ref_full = _reference_scores(cols, freq)
     pairs = scoring.PairColumns.from_lists(name_frequency=freq, **cols)
@@ -273,7 +313,7 @@ def test_batches_scored_against_shared_values_equal_one_by_one():
     rng = np.random.default_rng(5)
     pool = {"phone": ["987654321", "987654312", "912345678", ""], "document": ["40001234", "Q40001234", "40001243", ""],
             "email": ["a.b@x.pe", "a.b@y.pe", ""], "plate": ["ABC123", "ABC124", ""],
-            "name": ["juan quispe", "quispe juan", "j quispe", "maria rojas", ""]}
+            "name": ["juan quispe", "quispe juan", "j quispe", "maria rojas", ""], "claim": ["DRV-1", "DRV-2", ""]}
     n_records = 50
     record = {f: [pool[f][i] for i in rng.integers(0, len(pool[f]), n_records)] for f in scoring.FIELDS}
     values, codes = {}, {}

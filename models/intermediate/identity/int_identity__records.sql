@@ -11,6 +11,7 @@
     post_hook=["{{ mark_definition(row_hash_definition_fingerprint()) }}"],
 ) }}
 -- One row per person record of every channel, in one shape: the unit the matcher resolves.
+-- depends_on: {{ ref('stg_raw__claims') }} (claim attributions, below)
 --
 -- Incremental: a run re-normalizes only the raw rows whose `raw_hash` is new (new or changed
 -- rows), and turns records whose raw row is gone into tombstones (`is_deleted`, identifiers
@@ -25,6 +26,13 @@
     {'table': 'fleet_migrations', 'model': 'stg_raw__fleet_migrations', 'pk': 'migration_id', 'kind': 'lead', 'tag': 'fleet_migration'},
     {'table': 'drivers', 'model': 'stg_raw__drivers', 'pk': 'driver_id', 'kind': 'driver', 'tag': 'driver_direct'},
 ] %}
+
+{#- A lead named by claims (claim_attributions_select, as in int_identity__claim_attributions) carries the driver they name it
+    for, as `claim_driver_id`; a driver carries its own id there, so the two share a blocking
+    key. The attribution is part of the lead's `raw_hash` (only when there is one: a lead no
+    claim names keeps its row's own hash) and of its `fingerprint`, so a claim that names a lead
+    already loaded makes it a changed record, and the matcher tries it again
+    (macros/claim_attribution.sql). #}
 
 with
 
@@ -41,14 +49,19 @@ with
 {%- set inline = {'ok': false} -%}
 {%- if is_incremental() and execute -%}
     {%- set detect_query -%}
-        with raw as (
+        with claim_attributions as materialized (
+            {{ claim_attributions_select() | indent(12) }}
+        ),
+
+        raw as (
             {% for c in channels %}
             select
                 '{{ c.table }}'::text as source_table,
                 staged.{{ c.pk }} as source_pk,
                 {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }} as record_uid,
-                staged.raw_hash
+                {{ claim_attributed_hash(c) }} as raw_hash
             from {{ ref(c.model) }} as staged
+            {{- claim_attribution_join(c) | indent(12) }}
             where staged.{{ c.pk }} is not null
             {% if not loop.last %}union all{% endif %}
             {% endfor %}
@@ -81,6 +94,18 @@ with
     {%- endif -%}
 {%- endif %}
 
+-- the attributions once (materialized: each lead channel joins them); an incremental run that
+-- knows its few changed rows aggregates only the claims that name one of them
+claim_attributions as materialized (
+    {%- if is_incremental() and inline.ok %}
+    {%- set changed_leads = [] %}
+    {%- for c in channels if c.kind == 'lead' %}{% do changed_leads.extend(changed_keys.get(c.table, [])) %}{% endfor %}
+    {{ claim_attributions_select(lead_ids=changed_leads) | indent(4) }}
+    {%- else %}
+    {{ claim_attributions_select() | indent(4) }}
+    {%- endif %}
+),
+
 {% for c in channels %}
 {{ c.table }} as (
     select
@@ -97,8 +122,10 @@ with
         staged.plate,
         staged.full_name,
         staged.name_sorted,
-        staged.raw_hash
+        {{ claim_driver_column(c) }} as claim_driver_id,
+        {{ claim_attributed_hash(c) }} as raw_hash
     from {{ ref(c.model) }} as staged
+    {{- claim_attribution_join(c) | indent(4) }}
     where staged.{{ c.pk }} is not null
     {%- if is_incremental() %}
         {%- set keys = changed_keys.get(c.table, []) %}
@@ -109,7 +136,7 @@ with
         and not exists (
             select 1 from {{ this }} as loaded
             where loaded.record_uid = {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }}
-                and loaded.raw_hash = staged.raw_hash
+                and loaded.raw_hash = {{ claim_attributed_hash(c) | indent(16) }}
                 and not loaded.is_deleted
         )
         {%- endif %}
@@ -139,7 +166,11 @@ live as (
         plate,
         full_name,
         name_sorted,
-        md5(concat_ws('|', phone, document_number, email, plate, full_name, event_at::text)) as fingerprint,
+        claim_driver_id,
+        -- a lead's attribution only where it has one: the fingerprints of the others are as before
+        md5(concat_ws('|', phone, document_number, email, plate, full_name, event_at::text)
+            || case when record_kind = 'lead' and claim_driver_id is not null then '|claim:' || claim_driver_id else '' end)
+            as fingerprint,
         raw_hash,
         false as is_deleted
     from changed
@@ -171,6 +202,7 @@ vanished as (
         null::text as plate,
         null::text as full_name,
         null::text as name_sorted,
+        null::text as claim_driver_id,
         null::text as fingerprint,
         null::bigint as raw_hash,
         true as is_deleted

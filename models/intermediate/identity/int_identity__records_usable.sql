@@ -105,6 +105,8 @@ final as (
         case when not flagged.plate_is_shared then flagged.plate end as plate,
         flagged.full_name,
         flagged.name_sorted,
+        -- the driver claims name this lead for, or a driver's own id (never shared: a block bound caps it)
+        flagged.claim_driver_id,
         -- what blocking reads of the name (macros/blocking_keys.sql), worked out once per record
         flagged.name_tokens,
         flagged.name_signature,

@@ -36,7 +36,7 @@ with
 {% if is_incremental() %}
 
 changed as (
-    select record_uid, phone, document_number, email, plate, name_tokens, name_signature
+    select record_uid, phone, document_number, email, plate, claim_driver_id, name_tokens, name_signature
     from {{ ref('int_identity__records_usable') }}
     where load_id > {{ loaded_through(ref('int_identity__records_usable')) }}
         and not is_deleted

@@ -1,6 +1,6 @@
 {{ config(materialized='view') }}
 -- What the matcher compares, one row per live record: the usable (non-shared) identifiers, the
--- normalized name and how many records carry that exact name. Part of the matcher's input
+-- driver claims name the record for (a driver: its own id), the normalized name and how many records carry that exact name. Part of the matcher's input
 -- contract: it reads these once per record involved in a run, not once per pair.
 --
 -- A plain select, no CTEs: Postgres never flattens a view that has a WITH clause into the
@@ -13,6 +13,7 @@ select
     usable.document_number,
     usable.email,
     usable.plate,
+    usable.claim_driver_id,
     usable.full_name,
     frequency.name_frequency
 from {{ ref('int_identity__records_usable') }} as usable
