@@ -72,6 +72,29 @@ def raw_pii(c) -> dict[str, set[str]]:
     return found
 
 
+# a run of this many digits is a 64-bit hash or record uid (no phone or document is that long)
+HASH_DIGITS = 15
+
+
+def _found(value: str, text: str) -> bool:
+    """Whether `value` is in `text` (lower-cased), other than as a piece of a 64-bit number: the
+    matcher's tables hold record uids and hashes (19 digits), in which an 8-digit document turns
+    up by chance (about once in 10^8 per position: a few hundred positions per uid)."""
+    if value not in text:
+        return False
+    if not value.isdigit():
+        return True
+    for hit in re.finditer(re.escape(value), text):
+        start, end = hit.start(), hit.end()
+        while start > 0 and text[start - 1].isdigit():
+            start -= 1
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        if end - start < HASH_DIGITS:
+            return True
+    return False
+
+
 def find_leaks(corpus: dict[str, str], pii: dict[str, set[str]]) -> list[tuple[str, str, str]]:
     """(where, kind, masked value) for every personal value found in the corpus (case-insensitive)."""
     leaks = []
@@ -79,7 +102,7 @@ def find_leaks(corpus: dict[str, str], pii: dict[str, set[str]]) -> list[tuple[s
         lowered = text.lower()
         for kind, values in pii.items():
             for value in values:
-                if value.lower() in lowered:
+                if _found(value.lower(), lowered):
                     leaks.append((where, kind, value[:2] + "***" + value[-2:]))
     return leaks
 
@@ -173,3 +196,12 @@ def test_evidence_holds_levels_and_scores_only(corpus, cfg):
     assert {k for k, _, _ in evidence} <= allowed_keys
     assert {t for _, t, _ in evidence} <= {"string", "number", "null"}
     assert {v for _, t, v in evidence if t == "string"} <= words
+
+
+def test_a_number_inside_a_64_bit_hash_is_not_a_leak_but_anywhere_else_is():
+    # (a red_lead_claims row whose claims hash held a document of the demo data, 2026-12-06)
+    assert not _found("20768137", "(-1402076813739232920,,d00000133)")
+    assert _found("20768137", "(-1402076813739232920,20768137,d00000133)")
+    assert _found("20768137", "doc=20768137")
+    assert _found("20768137", "+5120768137")       # a few digits around it: still a leak
+    assert _found("ana quispe", "x ana quispe y")
