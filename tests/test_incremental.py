@@ -179,7 +179,7 @@ def test_incremental_run_equals_full_rebuild(server, dbt_target, keys):
                    for r in json.loads((dbt_target / "run_results.json").read_text())["results"]
                    if r["unique_id"].startswith("model.")}
         incremental = [m for m in written if (m.startswith("int_identity__") or m == "identity_candidates")
-                       and m != "int_identity__claim_attributions"]  # (a view)
+                       and m != "int_identity__claim_attributions"]  # (a table built again every run)
         assert len(incremental) == 6 and all(written[m] == 0 for m in incremental), written
         with db.connect(autocommit=True) as c:
             assert c.execute(loads).fetchone() == marks

@@ -11,7 +11,7 @@
     post_hook=["{{ mark_definition(row_hash_definition_fingerprint()) }}"],
 ) }}
 -- One row per person record of every channel, in one shape: the unit the matcher resolves.
--- depends_on: {{ ref('stg_raw__claims') }} (claim attributions, below)
+-- depends_on: {{ ref('int_identity__claim_attributions') }} (claim attributions, below)
 --
 -- Incremental: a run re-normalizes only the raw rows whose `raw_hash` is new (new or changed
 -- rows), and turns records whose raw row is gone into tombstones (`is_deleted`, identifiers
@@ -27,7 +27,7 @@
     {'table': 'drivers', 'model': 'stg_raw__drivers', 'pk': 'driver_id', 'kind': 'driver', 'tag': 'driver_direct'},
 ] %}
 
-{#- A lead named by claims (claim_attributions_select, as in int_identity__claim_attributions) carries the driver they name it
+{#- A lead named by claims (int_identity__claim_attributions) carries the driver they name it
     for, as `claim_driver_id`; a driver carries its own id there, so the two share a blocking
     key. The attribution is part of the lead's `raw_hash` (only when there is one: a lead no
     claim names keeps its row's own hash) and of its `fingerprint`, so a claim that names a lead
@@ -49,11 +49,7 @@ with
 {%- set inline = {'ok': false} -%}
 {%- if is_incremental() and execute -%}
     {%- set detect_query -%}
-        with claim_attributions as materialized (
-            {{ claim_attributions_select() | indent(12) }}
-        ),
-
-        raw as (
+        with raw as (
             {% for c in channels %}
             select
                 '{{ c.table }}'::text as source_table,
@@ -93,18 +89,6 @@ with
         {%- endfor -%}
     {%- endif -%}
 {%- endif %}
-
--- the attributions once (materialized: each lead channel joins them); an incremental run that
--- knows its few changed rows aggregates only the claims that name one of them
-claim_attributions as materialized (
-    {%- if is_incremental() and inline.ok %}
-    {%- set changed_leads = [] %}
-    {%- for c in channels if c.kind == 'lead' %}{% do changed_leads.extend(changed_keys.get(c.table, [])) %}{% endfor %}
-    {{ claim_attributions_select(lead_ids=changed_leads) | indent(4) }}
-    {%- else %}
-    {{ claim_attributions_select() | indent(4) }}
-    {%- endif %}
-),
 
 {% for c in channels %}
 {{ c.table }} as (
