@@ -223,6 +223,68 @@ def test_blocking_recall_counts_match_an_independent_count(pipeline_db, pconn):
     assert sum(row["blocked_true_pairs"] for row in q.by_source_pair) == blocked
 
 
+def test_candidate_pairs_are_every_pair_of_each_block_within_its_bound(pipeline_db, pconn):
+    """The full build's pairs, recomputed in Python from the kept blocking keys: every two records
+    of a block no larger than its type's bound, through a one-deletion key only where the name
+    signatures allow it (macros/blocking_keys.sql fuzzy_names_compatible), with the mask of every
+    key type that pairs them."""
+    from collections import defaultdict
+
+    import yaml
+
+    from matcher.explain import BLOCKING_KEY_TYPES
+
+    settings = yaml.safe_load((ROOT / "dbt_project.yml").read_text())["vars"]
+    code = {name: i + 1 for i, name in enumerate(BLOCKING_KEY_TYPES)}
+    bound = defaultdict(lambda: settings["max_block_size"], {
+        code["name_pair"]: settings["max_name_block_size"],
+        code["name_triple"]: settings["max_name_triple_block_size"],
+    })
+    fuzzy = {code["phone_fuzzy"], code["document_fuzzy"], code["plate_fuzzy"]}
+    names = (1 << 52) - 1
+
+    def names_agree(left: int | None, right: int | None) -> bool:
+        left, right = left or 0, right or 0
+        return (left ^ right) >> 52 != 0 and (left & names == 0 or right & names == 0 or left & right & names != 0)
+
+    blocks = defaultdict(list)
+    for key_hash, key_type, uid, signature in pconn.execute(
+            "select key_hash, key_type, record_uid, name_signature from intermediate.int_identity__blocking_keys"):
+        blocks[key_hash].append((uid, key_type, signature))
+    expected: dict[tuple[int, int], int] = defaultdict(int)
+    for members in blocks.values():
+        key_type = min(t for _, t, _ in members)
+        if not 1 < len(members) <= bound[key_type]:
+            continue
+        members.sort()
+        for a, (left, _, left_signature) in enumerate(members):
+            for right, _, right_signature in members[a + 1:]:
+                if left < right and (key_type not in fuzzy or names_agree(left_signature, right_signature)):
+                    expected[left, right] |= 1 << (key_type - 1)
+    built = {(left, right): mask for left, right, mask in pconn.execute(
+        "select left_uid, right_uid, blocking_mask from identity.identity_candidates")}
+    assert len(built) > 1000
+    assert built == dict(expected)
+
+
+def test_block_pair_positions_are_the_same_rows_both_ways(pipeline_db, dbt_target, pconn):
+    """block_pair_positions makes its rows from one series over a grid up to a bound of 200 and
+    from nested series above it: both give every 1 <= i < j <= n exactly once."""
+    inline = "{{ block_pair_positions(200) }}\n--@@split@@\n{{ block_pair_positions(201) }}"
+    proc = subprocess.run([sys.executable, "-m", "matcher", "dbt", "compile", "--inline", inline, "--quiet",
+                           "--output", "json"], env=subprocess_env(pipeline_db.db, dbt_target), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    grid, nested = json.loads(proc.stdout[proc.stdout.index("{"):])["compiled"].split("--@@split@@")
+    assert "generate_series(0, 7999999)" in grid and "lateral" in nested
+    for query, size in ((grid, 200), (nested, 201)):
+        rows = pconn.execute(f"select count(*), count(distinct (n, i, j)), min(n), max(n),"
+                             f" bool_and(1 <= i and i < j and j <= n) from ({query}) as p").fetchone()
+        assert rows == (sum(n * (n - 1) // 2 for n in range(2, size + 1)),) * 2 + (2, size, True)
+    common = f"select n, i, j from ({grid}) as g except all select n, i, j from ({nested}) as s where n <= 200"
+    assert pconn.execute(f"select count(*) from ({common}) as d").fetchone()[0] == 0
+
+
 def test_link_precision_by_rule_matches_an_independent_count(pipeline_db, pconn):
     """Per rule: links, and links whose record belongs to its person's modal true entity (ties
     to the smallest entity id), recounted in Python from the labels and the links."""

@@ -97,6 +97,10 @@ joined as (
 -- 1M leads (36M keys, 10M pairs) this takes half the time of a self-join of the kept keys,
 -- which sorted or hashed 21M rows twice; candidate_full_build_settings keeps the planner
 -- from walking the key_hash index instead of sorting (36M random heap reads).
+pair_positions as (
+    {{ block_pair_positions(blocking_block_bounds().values() | max) | indent(4) }}
+),
+
 blocks as (
     select
         min(key_type) as key_type,
@@ -108,15 +112,15 @@ blocks as (
         and count(*) <= {{ blocking_block_bound('min(key_type)') }}
 ),
 
+-- a block's pairs by a hash join to the positions of its size (block_pair_positions says why)
 joined as (
-    select blocks.uids[i] as left_uid, blocks.uids[j] as right_uid, blocks.key_type
+    select blocks.uids[positions.i] as left_uid, blocks.uids[positions.j] as right_uid, blocks.key_type
     from blocks
-    cross join lateral generate_series(1, cardinality(blocks.uids) - 1) as i
-    cross join lateral generate_series(i + 1, cardinality(blocks.uids)) as j
-    where blocks.uids[i] < blocks.uids[j]
+    join pair_positions as positions on positions.n = cardinality(blocks.uids)
+    where blocks.uids[positions.i] < blocks.uids[positions.j]
         -- one-deletion neighbours only where the names can agree (macros/blocking_keys.sql)
         and (blocks.key_type not in ({{ fuzzy_blocking_key_codes() }})
-            or {{ fuzzy_names_compatible('blocks.signatures[i]', 'blocks.signatures[j]') }})
+            or {{ fuzzy_names_compatible('blocks.signatures[positions.i]', 'blocks.signatures[positions.j]') }})
 ),
 
 {% endif %}
