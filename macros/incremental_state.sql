@@ -172,6 +172,24 @@
 {%- endmacro %}
 
 
+{#- int_identity__blocking_keys is an unlogged table (its header says why): a crash leaves it
+    empty while the records it was made from are still there. True then, at compile time of an
+    incremental run, and the run keys every live record again (said in the log); false when the
+    table holds keys, or when there is no live record to key. -#}
+{% macro blocking_keys_lost() -%}
+    {%- if not execute -%}{{ return(false) }}{%- endif -%}
+    {%- set usable = ref('int_identity__records_usable') -%}
+    {%- set found = run_query(
+        "select not exists (select from " ~ this ~ ") and exists (select from " ~ usable ~ " where not is_deleted)"
+    ) -%}
+    {%- set lost = found.rows[0][0] -%}
+    {%- if lost -%}
+        {{ log(this ~ " is empty while records are loaded (an unlogged table after a crash): every live record is keyed again", info=true) }}
+    {%- endif -%}
+    {{ return(lost) }}
+{%- endmacro %}
+
+
 {#- post-hook of an incremental model, outside its transaction (a vacuum cannot run in one):
     mark the pages the run appended all-visible. The keys' index answers a block lookup alone
     only for rows on all-visible pages; every row appended since the last vacuum costs a visit

@@ -73,6 +73,16 @@ def differences(c, a: str, b: str, table: str) -> int:
     ).fetchone()[0]
 
 
+def assert_as_rebuilt(c, kept: str, rebuilt: str, what: str) -> None:
+    """Each compared table of snapshot `kept` equals the full rebuild's, and no pair of the rebuild
+    is missing from it (the pairs may be a superset of the rebuild's: identity_candidates' header)."""
+    for i, table in enumerate(COMPARED):
+        assert differences(c, kept, rebuilt, f"t{i}") == 0, f"{table}: {what} differs from a full rebuild"
+    missing = c.execute(sql.SQL("select count(*) from (table {} except table {}) d").format(
+        sql.Identifier(rebuilt, "candidates"), sql.Identifier(kept, "candidates"))).fetchone()[0]
+    assert missing == 0, f"a pair of the full rebuild is missing after {what}"
+
+
 def mutate(c) -> dict[str, int]:
     """Every kind of change a source sees: new rows, edited rows, deleted rows, a value becoming
     shared and a shared value ceasing to be."""
@@ -191,10 +201,7 @@ def test_incremental_run_equals_full_rebuild(server, dbt_target, keys):
         matcher(env, "dbt", "run", "--quiet", "--full-refresh")
         with db.connect(autocommit=True) as c:
             snapshot(c, "rebuilt")
-            for i, table in enumerate(COMPARED):
-                assert differences(c, "incr", "rebuilt", f"t{i}") == 0, f"{table}: incremental differs from a full rebuild"
-            missing = c.execute("select count(*) from (table rebuilt.candidates except table incr.candidates) d").fetchone()[0]
-            assert missing == 0, "a pair of the full rebuild is missing from the incremental table"
+            assert_as_rebuilt(c, "incr", "rebuilt", "the incremental run")
             total = c.execute("select count(*) from rebuilt.candidates").fetchone()[0]
             assert total > before
             # the pairs of deleted or changed records were taken out, not left to linger
@@ -203,6 +210,39 @@ def test_incremental_run_equals_full_rebuild(server, dbt_target, keys):
                 " or not exists (select 1 from incr.t2 u where u.record_uid = c.right_uid)"
             ).fetchone()[0]
             assert stale == 0
+
+
+def test_blocking_keys_a_crash_emptied_are_made_again_by_the_next_run(server, dbt_target):
+    """The blocking keys are an unlogged table: crash recovery leaves it empty (what a truncate
+    does here). The next incremental run keys every live record again, says so, and leaves the
+    keys and pairs a full rebuild gives; the pairs, which are logged, are kept meanwhile."""
+    with demo_database(server, "matcher_unlogged", leads=300, seed=9) as db:
+        env = subprocess_env(db, dbt_target)
+        matcher(env, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            persistence = c.execute("select relpersistence from pg_class"
+                                    " where oid = 'intermediate.int_identity__blocking_keys'::regclass").fetchone()[0]
+            assert persistence == "u"
+            keys_before = c.execute("select count(*) from intermediate.int_identity__blocking_keys").fetchone()[0]
+            c.execute("truncate intermediate.int_identity__blocking_keys")
+            added = sum(demo.append_leads(c, 40, seed=13).values())
+        assert keys_before > 0 and added > 0
+        healed = matcher(env, "dbt", "run")
+        assert "every live record is keyed again" in healed.stdout
+        with db.connect(autocommit=True) as c:
+            snapshot(c, "healed")
+            new_pairs = c.execute("select count(*) from identity.identity_candidates c"
+                                  " join intermediate.int_identity__records_usable u on u.record_uid in (c.left_uid, c.right_uid)"
+                                  " where u.load_id = (select max(load_id) from intermediate.int_identity__records_usable)"
+                                  ).fetchone()[0]
+            assert new_pairs > 0, "the new leads met the records keyed again"
+        # the next run finds keys again: it keys only what is new
+        quiet = matcher(env, "dbt", "run")
+        assert "keyed again" not in quiet.stdout
+        matcher(env, "dbt", "run", "--quiet", "--full-refresh")
+        with db.connect(autocommit=True) as c:
+            snapshot(c, "rebuilt")
+            assert_as_rebuilt(c, "healed", "rebuilt", "the healed run")
 
 
 def test_keys_made_another_way_stop_an_incremental_run_until_a_full_refresh(server, dbt_target):
