@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from datetime import UTC, datetime
 
 import psycopg
@@ -487,3 +489,55 @@ def test_runs_are_never_removed_and_every_run_reference_is_tested(story, cfg, ca
         with db.connect(autocommit=True) as c:
             c.execute(sql.SQL("delete from {}.identity_registry where person_key = %s").format(canon), (person,))
     assert CliRunner().invoke(cli, test_registry, env=env).exit_code == 0
+
+
+def kept_index_definitions(c, cfg) -> list[tuple]:
+    """The kept tables' indexes, with the constraint each backs."""
+    return c.execute(
+        "select t.relname, pg_get_indexdef(i.indexrelid), con.conname, pg_get_constraintdef(con.oid)"
+        " from pg_index i join pg_class t on t.oid = i.indrelid join pg_namespace n on n.oid = t.relnamespace"
+        " left join pg_constraint con on con.conindid = i.indexrelid and con.conrelid = t.oid"
+        " where n.nspname = %s and t.relname = any(%s) order by 1, 2",
+        (cfg.canon_schema, list(backlog.LOADED_TABLES))).fetchall()
+
+
+@pytest.mark.parametrize("read_meanwhile", [False, True], ids=["alone", "read-meanwhile"])
+def test_a_refresh_into_empty_kept_tables_builds_their_indexes_after_the_load(story, cfg, caplog, read_meanwhile):
+    """A refresh into empty kept tables (the first one) loads them, then builds their indexes in
+    the same transaction: the same indexes and constraints as before, the state of the live view,
+    the backlog's leads queued. While another session reads one of them, it takes no lock it
+    would wait for: they are loaded with their indexes. (Rolled back: the story is unchanged.)"""
+    db, env = story
+    canon = sql.Identifier(cfg.canon_schema)
+    with db.connect() as c, db.connect() as other:
+        indexes = kept_index_definitions(c, cfg)
+        assert {row[0] for row in indexes} == set(backlog.LOADED_TABLES)
+        if read_meanwhile:
+            # its transaction holds an access share lock on the table until it ends
+            other.execute(sql.SQL("select count(*) from {}.red_lead_claims").format(canon))
+        for table in ("red_lead_history_inputs", *backlog.LOADED_TABLES):
+            c.execute(sql.SQL("delete from {}.{}").format(canon, sql.Identifier(table)))
+        caplog.clear()
+        written: list[int] = []
+        with caplog.at_level(logging.INFO, logger="matcher.backlog"):
+            # in a thread: a refresh that waited for the reader's lock would wait for ever
+            refresh = threading.Thread(target=lambda: written.append(backlog.refresh(c, cfg, None)))
+            refresh.start()
+            refresh.join(120)
+            waited = refresh.is_alive()
+            if waited:
+                other.rollback()
+                refresh.join()
+        assert not waited, "the refresh waited for another session's lock"
+        assert written and written[0] > 0
+        assert ("indexes built after" in caplog.text) is not read_meanwhile, caplog.text
+        assert ("in use by another session" in caplog.text) is read_meanwhile, caplog.text
+        assert kept_index_definitions(c, cfg) == indexes
+        assert state_differences(c) == 0
+        open_items = c.execute(sql.SQL("select count(*) from {}.recovery_queue where status in ('pending', 'failed')"
+                                       ).format(canon)).fetchone()[0]
+        assert open_items == c.execute("select count(*) from ops.ops_kpi_red_backlog").fetchone()[0] > 0
+        claims = c.execute(sql.SQL("select count(*) from {}.red_lead_claims").format(canon)).fetchone()[0]
+        assert claims == c.execute("select count(*) from (select distinct * from ops.ops_kpi_red_lead_claims) d").fetchone()[0] > 0
+        c.rollback()
+        other.rollback()
