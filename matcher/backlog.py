@@ -216,6 +216,12 @@ def _queue_key(table: str, pk: str) -> str:
     return f"({table}, md5({pk})) = (q.source_table, md5(q.source_pk)) and {pk} = q.source_pk"
 
 
+# An item already queued for a lead is left as it is. Into a queue that was empty, loaded before
+# its indexes are built (_unindex_empty), the seed's items are the only ones, one per lead: the
+# seed goes without this clause (it names the unique index), and building that index after
+# checks what the clause would have.
+SEED_ARBITER = " on conflict (source_table, md5(source_pk)) do nothing"
+
 # The writes that keep the red-KPI state, queue included, in order (after lead_state_changed
 # is filled): {canon}, {cols} (STATE_COLUMNS) and {updates} are filled by keep_statement,
 # %(run)s is the run id.
@@ -259,8 +265,7 @@ KEEP_STATEMENTS: dict[str, str] = {
         " left join lateral (select * from {canon}.match_attempts m"
         "   where m.record_uid = c.lead_record_uid and m.run_id = %(run)s"
         "   order by m.attempted_at desc, m.attempt_id desc limit 1) a on true"
-        " where not c.is_gone and c.is_in_backlog"
-        " on conflict (source_table, md5(source_pk)) do nothing"
+        " where not c.is_gone and c.is_in_backlog" + SEED_ARBITER
     ),
     # leads that left the backlog without an attempt of this run: a claim, or a repaired origin
     "queue_left": (
@@ -284,10 +289,14 @@ KEEP_STATEMENTS: dict[str, str] = {
 }
 
 
-def keep_statement(cfg: Config, name: str) -> sql.Composed:
-    """One of KEEP_STATEMENTS, composed for the canon schema."""
+def keep_statement(cfg: Config, name: str, unindexed: frozenset[str] = frozenset()) -> sql.Composed:
+    """One of KEEP_STATEMENTS, composed for the canon schema; `unindexed`: the kept tables loaded
+    without their indexes in this refresh."""
     compared = [c for c in STATE_COLUMNS if c != "lead_record_uid"]
-    return sql.SQL(KEEP_STATEMENTS[name]).format(
+    text = KEEP_STATEMENTS[name]
+    if name == "queue_seed" and "recovery_queue" in unindexed:
+        text = text.removesuffix(SEED_ARBITER)
+    return sql.SQL(text).format(
         canon=sql.Identifier(cfg.canon_schema),
         cols=sql.SQL(", ").join(map(sql.Identifier, STATE_COLUMNS)),
         updates=sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("c", c)) for c in compared),
@@ -397,16 +406,15 @@ def _scope(conn: psycopg.Connection, cfg: Config, now: Inputs | None, kept: Kept
     return n
 
 
-# The kept tables a refresh fills. One that is empty (the first refresh, or after a truncate) is
-# loaded without its indexes, which are built again after the load in the same transaction: at
-# 1M leads, 1M claims into the empty copy with its three indexes 8.4 s, 3.8 s loading then
-# building; the history 4.1 s -> 1.5 s (docs/benchmark.md, round 14).
+# The kept tables a refresh fills. One that a refresh of every lead finds empty (the first
+# refresh, or after a truncate) is loaded without its indexes, which are built again after the
+# load in the same transaction: at 1M leads, 1M claims into the empty copy with its three indexes
+# 8.4 s, 3.8 s loading then building; the history 4.1 s -> 1.5 s; the first refresh as a whole
+# 46-54 s -> 33-37 s (docs/benchmark.md, round 14).
 LOADED_TABLES = ("red_lead_claims", "red_lead_history", "recovery_queue")
 
-# Every index of the tables named, with how to drop it and build it again: the ones that back a
-# primary key or unique constraint as that constraint. Kept (not listed): a unique index without
-# a constraint, which an ON CONFLICT names (the queue's (source_table, md5(source_pk))), and one
-# a foreign key references.
+# Every index of the tables named but those a foreign key references, with how to drop it and
+# build it again: one that backs a primary key or unique constraint as that constraint.
 _REBUILDABLE_INDEXES = """
 select t.relname, ix.relname, pg_get_indexdef(i.indexrelid), con.conname, pg_get_constraintdef(con.oid)
 from pg_index i
@@ -415,15 +423,14 @@ join pg_class t on t.oid = i.indrelid
 join pg_namespace n on n.oid = t.relnamespace
 left join pg_constraint con on con.conindid = i.indexrelid and con.conrelid = i.indrelid and con.contype in ('p', 'u')
 where n.nspname = %s and t.relname = any(%s)
-    and (not i.indisunique or con.oid is not null)
     and not exists (select 1 from pg_constraint f where f.contype = 'f' and f.conindid = i.indexrelid)
 order by t.relname, ix.relname
 """
 
 
-def _unindex_empty(conn: psycopg.Connection, cfg: Config) -> list[sql.Composable]:
-    """Drop the indexes of the kept tables that are empty, in the caller's transaction; return the
-    statements that build them again once the rows are in.
+def _unindex_empty(conn: psycopg.Connection, cfg: Config) -> tuple[frozenset[str], list[sql.Composable]]:
+    """Drop the indexes of the kept tables that are empty, in the caller's transaction; return
+    those tables and the statements that build their indexes again once the rows are in.
 
     Dropping an index locks its table (access exclusive) until the transaction ends: a KPI
     query then waits for the refresh, where it would have read an empty table. The lock is only
@@ -433,14 +440,14 @@ def _unindex_empty(conn: psycopg.Connection, cfg: Config) -> list[sql.Composable
     empty = [t for t in LOADED_TABLES if conn.execute(sql.SQL("select not exists (select 1 from {}.{})").format(
         canon, sql.Identifier(t))).fetchone()[0]]
     if not empty:
-        return []
+        return frozenset(), []
     try:
         with conn.transaction():
             conn.execute(sql.SQL("lock table {} in access exclusive mode nowait").format(
                 sql.SQL(", ").join(sql.Identifier(cfg.canon_schema, t) for t in empty)))
     except psycopg.errors.LockNotAvailable:
         log.info("red-KPI state: %s in use by another session: loaded with their indexes", ", ".join(empty))
-        return []
+        return frozenset(), []
     rebuild: list[sql.Composable] = []
     for table, index, index_def, constraint, constraint_def in conn.execute(
             _REBUILDABLE_INDEXES, (cfg.canon_schema, empty)).fetchall():
@@ -452,9 +459,8 @@ def _unindex_empty(conn: psycopg.Connection, cfg: Config) -> list[sql.Composable
             conn.execute(sql.SQL("alter table {} drop constraint {}").format(target, sql.Identifier(constraint)))
             rebuild.append(sql.SQL("alter table {} add constraint {} {}").format(
                 target, sql.Identifier(constraint), sql.SQL(constraint_def)))
-    if rebuild:
-        log.info("red-KPI state: %s empty: loaded first, %s indexes built after", ", ".join(empty), len(rebuild))
-    return rebuild
+    log.info("red-KPI state: %s empty: loaded first, %s indexes built after", ", ".join(empty), len(rebuild))
+    return frozenset(empty), rebuild
 
 
 def refresh(conn: psycopg.Connection, cfg: Config, run_id: int | None) -> int:
@@ -507,7 +513,9 @@ def _derive_and_keep(conn: psycopg.Connection, cfg: Config, run_id: int | None, 
             " select *, false from (select {cols} from {canon}.red_lead_claims except select * from claims_now) g"
         ).format(cols=sql.SQL(CLAIM_COLUMNS), canon=canon))
     scope = _scope(conn, cfg, now, kept, kept_rewritten)
-    rebuild = _unindex_empty(conn, cfg)
+    # only when every lead is derived (the first refresh always is): a scoped refresh writes a few
+    # rows, and would lock a table that stays empty (no claims, nobody in the backlog) for nothing
+    unindexed, rebuild = _unindex_empty(conn, cfg) if scope is None else (frozenset(), [])
     if new_claims:
         # the copy becomes the claims now (a scoped derivation reads claims from it)
         conn.execute(sql.SQL(
@@ -567,7 +575,7 @@ def _derive_and_keep(conn: psycopg.Connection, cfg: Config, run_id: int | None, 
 
     written = 0
     for name in KEEP_STATEMENTS:
-        written += max(conn.execute(keep_statement(cfg, name), {"run": run_id}).rowcount, 0)
+        written += max(conn.execute(keep_statement(cfg, name, unindexed), {"run": run_id}).rowcount, 0)
     for statement in rebuild:
         conn.execute(statement)
     # the changes this state accounts for
