@@ -503,10 +503,11 @@ def kept_index_definitions(c, cfg) -> list[tuple]:
 
 @pytest.mark.parametrize("read_meanwhile", [False, True], ids=["alone", "read-meanwhile"])
 def test_a_refresh_into_empty_kept_tables_builds_their_indexes_after_the_load(story, cfg, caplog, read_meanwhile):
-    """A refresh into empty kept tables (the first one) loads them, then builds their indexes in
-    the same transaction: the same indexes and constraints as before, the state of the live view,
-    the backlog's leads queued. While another session reads one of them, it takes no lock it
-    would wait for: they are loaded with their indexes. (Rolled back: the story is unchanged.)"""
+    """A refresh of every lead into empty kept tables (the first one) loads them, then builds
+    their indexes in the same transaction: the same indexes and constraints as before (the
+    queue's unique index too, which the seed then goes without), the state of the live view, the
+    backlog's leads queued once each. While another session reads one of them, it takes no lock
+    it would wait for: they are loaded with their indexes. (Rolled back: the story is unchanged.)"""
     db, env = story
     canon = sql.Identifier(cfg.canon_schema)
     with db.connect() as c, db.connect() as other:
@@ -537,6 +538,8 @@ def test_a_refresh_into_empty_kept_tables_builds_their_indexes_after_the_load(st
         open_items = c.execute(sql.SQL("select count(*) from {}.recovery_queue where status in ('pending', 'failed')"
                                        ).format(canon)).fetchone()[0]
         assert open_items == c.execute("select count(*) from ops.ops_kpi_red_backlog").fetchone()[0] > 0
+        assert c.execute(sql.SQL("select count(*) = count(distinct (source_table, source_pk)) from {}.recovery_queue"
+                                 ).format(canon)).fetchone()[0]
         claims = c.execute(sql.SQL("select count(*) from {}.red_lead_claims").format(canon)).fetchone()[0]
         assert claims == c.execute("select count(*) from (select distinct * from ops.ops_kpi_red_lead_claims) d").fetchone()[0] > 0
         c.rollback()
