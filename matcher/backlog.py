@@ -434,31 +434,35 @@ def _unindex_empty(conn: psycopg.Connection, cfg: Config) -> tuple[frozenset[str
 
     Dropping an index locks its table (access exclusive) until the transaction ends: a KPI
     query then waits for the refresh, where it would have read an empty table. The lock is only
-    taken when nobody holds one on those tables (nowait); otherwise they are loaded with their
-    indexes, as when they are not empty."""
+    taken when nobody holds one on those tables (nowait); otherwise, or when this user may not
+    drop their indexes (it does not own them), they are loaded with their indexes, as when they
+    are not empty."""
     canon = sql.Identifier(cfg.canon_schema)
     empty = [t for t in LOADED_TABLES if conn.execute(sql.SQL("select not exists (select 1 from {}.{})").format(
         canon, sql.Identifier(t))).fetchone()[0]]
     if not empty:
         return frozenset(), []
+    rebuild: list[sql.Composable] = []
     try:
-        with conn.transaction():
+        with conn.transaction():   # a savepoint: a lock or a drop refused undoes them all
             conn.execute(sql.SQL("lock table {} in access exclusive mode nowait").format(
                 sql.SQL(", ").join(sql.Identifier(cfg.canon_schema, t) for t in empty)))
+            for table, index, index_def, constraint, constraint_def in conn.execute(
+                    _REBUILDABLE_INDEXES, (cfg.canon_schema, empty)).fetchall():
+                if constraint is None:
+                    conn.execute(sql.SQL("drop index {}").format(sql.Identifier(cfg.canon_schema, index)))
+                    rebuild.append(sql.SQL(index_def))
+                else:
+                    target = sql.Identifier(cfg.canon_schema, table)
+                    conn.execute(sql.SQL("alter table {} drop constraint {}").format(target, sql.Identifier(constraint)))
+                    rebuild.append(sql.SQL("alter table {} add constraint {} {}").format(
+                        target, sql.Identifier(constraint), sql.SQL(constraint_def)))
     except psycopg.errors.LockNotAvailable:
         log.info("red-KPI state: %s in use by another session: loaded with their indexes", ", ".join(empty))
         return frozenset(), []
-    rebuild: list[sql.Composable] = []
-    for table, index, index_def, constraint, constraint_def in conn.execute(
-            _REBUILDABLE_INDEXES, (cfg.canon_schema, empty)).fetchall():
-        if constraint is None:
-            conn.execute(sql.SQL("drop index {}").format(sql.Identifier(cfg.canon_schema, index)))
-            rebuild.append(sql.SQL(index_def))
-        else:
-            target = sql.Identifier(cfg.canon_schema, table)
-            conn.execute(sql.SQL("alter table {} drop constraint {}").format(target, sql.Identifier(constraint)))
-            rebuild.append(sql.SQL("alter table {} add constraint {} {}").format(
-                target, sql.Identifier(constraint), sql.SQL(constraint_def)))
+    except psycopg.errors.InsufficientPrivilege:
+        log.info("red-KPI state: %s not owned by this user: loaded with their indexes", ", ".join(empty))
+        return frozenset(), []
     log.info("red-KPI state: %s empty: loaded first, %s indexes built after", ", ".join(empty), len(rebuild))
     return frozenset(empty), rebuild
 
