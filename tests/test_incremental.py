@@ -245,6 +245,46 @@ def test_blocking_keys_a_crash_emptied_are_made_again_by_the_next_run(server, db
             assert_as_rebuilt(c, "healed", "rebuilt", "the healed run")
 
 
+PARTIAL_INDEXES = {
+    ("int_identity__records", "phone"), ("int_identity__records", "document_number"),
+    ("int_identity__records", "email"), ("int_identity__records", "plate"),
+    ("int_identity__records_usable", "name_sorted"),
+}
+
+
+def partial_indexes(c) -> list[tuple[str, str]]:
+    """(table, column) of every one-column index over non-null rows of the records' tables."""
+    return sorted(c.execute(
+        "select t.relname::text, a.attname::text from pg_index i"
+        " join pg_class t on t.oid = i.indrelid join pg_namespace n on n.oid = t.relnamespace"
+        " join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]"
+        " where n.nspname = 'intermediate' and t.relname in ('int_identity__records', 'int_identity__records_usable')"
+        " and i.indnatts = 1 and pg_get_expr(i.indpred, i.indrelid) = format('(%s IS NOT NULL)', a.attname)"
+    ).fetchall())
+
+
+def test_the_hourly_lookups_have_their_partial_indexes_after_any_build(server, dbt_target):
+    """The identifier and name lookups of an hourly run (shared identifiers, name frequencies)
+    go through partial indexes the models' post-hooks make: there after a first build, made again
+    by the next run when one is missing (a database built before they existed), and there once,
+    not twice, after a full refresh (which builds the table beside the old one and swaps them)."""
+    with demo_database(server, "matcher_partial", leads=300, seed=5) as db:
+        env = subprocess_env(db, dbt_target)
+        matcher(env, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            assert partial_indexes(c) == sorted(PARTIAL_INDEXES)
+            c.execute("drop index intermediate.int_identity__records_email_idx")
+            c.execute("drop index intermediate.int_identity__records_usable_name_sorted_idx")
+            assert len(partial_indexes(c)) == len(PARTIAL_INDEXES) - 2
+            demo.append_leads(c, 20, seed=3)
+        matcher(env, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            assert partial_indexes(c) == sorted(PARTIAL_INDEXES)
+        matcher(env, "dbt", "run", "--quiet", "--full-refresh")
+        with db.connect(autocommit=True) as c:
+            assert partial_indexes(c) == sorted(PARTIAL_INDEXES)
+
+
 def test_keys_made_another_way_stop_an_incremental_run_until_a_full_refresh(server, dbt_target):
     """Kept keys and pairs made by one definition must not meet new ones made by another: a run
     under a changed blocking var (or a version whose keys changed) stops before writing and says
@@ -323,7 +363,19 @@ def test_a_first_run_scores_every_pair_and_a_limited_one_only_the_pairs_of_its_d
                 total = c.execute("select count(*) from identity.identity_candidates").fetchone()[0]
                 uids = c.execute(oldest, (limit,)).fetchone()[0]
                 touching = c.execute(pairs_of, {"uids": uids}).fetchone()[0]
+                before = c.execute("select count(*) from identity.identity_pending_records").fetchone()[0]
             ran = json.loads(matcher(env, "run", "--json", *(["--limit", str(limit)] if limit else [])).stdout)
             assert ran["processed"] == (limit or len(uids))
             assert ran["pairs_scored"] == touching
             assert 0 < touching < total if limit else touching == total
+            # "still pending" equals the view's count after a first run and after a run that finds
+            # attempts (another way of choosing the due records), which links more after a limited
+            # first run and nothing after a whole one; each run records what it reported
+            again = json.loads(matcher(env, "run", "--json").stdout)
+            with db.connect(autocommit=True) as c:
+                pending = c.execute("select count(*) from identity.identity_pending_records").fetchone()[0]
+                runs = dict(c.execute("select run_id, pending from canon.match_runs where command = 'run'").fetchall())
+            assert 0 < pending < before
+            assert again["pending"] == pending == runs[again["run_id"]]
+            assert (again["matched"] > 0) if limit else (again["matched"] == 0 and ran["pending"] == pending)
+            assert ran["pending"] == runs[ran["run_id"]] == again["pending"] + again["matched"]

@@ -8,7 +8,10 @@
         {'columns': ['load_id']},
     ],
     pre_hook=["{% if is_incremental() %}{{ check_definition(row_hash_definition_fingerprint(), 'the raw row hashes') }}{% endif %}"],
-    post_hook=["{{ mark_definition(row_hash_definition_fingerprint()) }}"],
+    post_hook=[
+        "{{ mark_definition(row_hash_definition_fingerprint()) }}",
+        "{{ partial_indexes(this, ['phone', 'document_number', 'email', 'plate']) }}",
+    ],
 ) }}
 -- One row per person record of every channel, in one shape: the unit the matcher resolves.
 -- depends_on: {{ ref('int_identity__claim_attributions') }} (claim attributions, below)

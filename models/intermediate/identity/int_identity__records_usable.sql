@@ -10,6 +10,7 @@
     post_hook=[
         "{{ mark_loaded(ref('int_identity__records')) }}",
         "{{ mark_loaded(ref('int_identity__shared_identifiers')) }}",
+        "{{ partial_indexes(this, ['name_sorted']) }}",
     ],
 ) }}
 -- Records with shared identifier values removed: what blocking and scoring may rely on.
