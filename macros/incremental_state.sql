@@ -221,8 +221,9 @@
 
 
 {#- post-hook: an index on each of `columns` of `relation` over its non-null rows, made when the
-    table has none (a full build, or the first run after an upgrade that added it); otherwise a
-    look at the catalog. dbt's `indexes` config makes its indexes only when it builds the table
+    table has no such index (a full build, or the first run after an upgrade that added it; an
+    index of someone's own on the column, over other rows, does not count); otherwise a look at
+    the catalog. dbt's `indexes` config makes its indexes only when it builds the table
     whole, and has no partial ones: most values of an identifier column are null for some
     channels, and an equality lookup never needs them. Looked up by the hourly run's few
     thousand values (int_identity__shared_identifiers, int_identity__name_frequency). At 1M
@@ -239,7 +240,8 @@
             if not exists (
                 select from pg_index i
                 join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
-                where i.indrelid = target and i.indnatts = 1 and i.indpred is not null and a.attname = indexed
+                where i.indrelid = target and i.indnatts = 1 and a.attname = indexed
+                    and pg_get_expr(i.indpred, i.indrelid) = format('(%s IS NOT NULL)', quote_ident(indexed))
             ) then
                 execute format('create index on %s (%I) where %I is not null', target, indexed, indexed);
             end if;

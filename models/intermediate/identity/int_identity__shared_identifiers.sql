@@ -38,7 +38,7 @@ touched as (
 ),
 
 -- the live records holding a touched value, looked up per identifier column through the
--- records' partial index on it (identifier_indexes, int_identity__records), not found by a
+-- records' partial index on it (partial_indexes, int_identity__records), not found by a
 -- pass over every record (1.2-1.6 s at 1M leads in every hourly run, whatever it brought;
 -- before that pass, unfolding every record's four identifiers and joining them all: 4.4 s)
 holders as (
