@@ -15,10 +15,7 @@
 
 {%- set max_records = var('shared_identifier_max_records') %}
 
-with records as (
-    select * from {{ ref('int_identity__records') }}
-    where not is_deleted
-),
+with
 
 {% if is_incremental() %}
 
@@ -86,6 +83,11 @@ final as (
 )
 
 {% else %}
+
+records as (
+    select * from {{ ref('int_identity__records') }}
+    where not is_deleted
+),
 
 identifiers as (
     select held.identifier_type, held.identifier_value, records.record_uid
