@@ -14,6 +14,23 @@
     {%- endfor -%}
 {%- endmacro %}
 
+{#- A key as stored: a 64-bit hash of its value (`key_value` carries its type's prefix) with its
+    type code in the low four bits (`key_type`: a code expression). A block is the keys of one
+    hash, and its type is `key_hash & 15` (blocking_key_type_of_hash): identity_candidates' full
+    build reads the blocks from the (key_hash, record_uid, name_signature) index alone, in
+    order, instead of sorting every key (docs/benchmark.md, round 16). Codes must stay below 16. -#}
+{% macro blocking_key_hash(key_type, key_value) -%}
+    {%- if blocking_key_types() | length > 15 -%}
+        {{ exceptions.raise_compiler_error('blocking_key_types has ' ~ (blocking_key_types() | length) ~ ' types: a key hash carries its type code in 4 bits (at most 15)') }}
+    {%- endif -%}
+    ((hashtextextended({{ key_value }}, 0) & -16) | {{ key_type }})
+{%- endmacro %}
+
+{#- the key type of a key hash (blocking_key_hash), as a smallint -#}
+{% macro blocking_key_type_of_hash(key_hash) -%}
+    ({{ key_hash }} & 15)::smallint
+{%- endmacro %}
+
 {#- smallint code of a key type -#}
 {% macro blocking_key_code(name) -%}
     {{ blocking_key_types().index(name) + 1 }}::smallint

@@ -98,19 +98,29 @@
     select set_config('fleet_identity.load_id', pg_current_xact_id()::text, true)
 {%- endmacro %}
 
-{#- identity_candidates, full build: sort the keys (in memory, with the var
-    candidates_full_build_work_mem: 99.5 s -> 84.5 s for the query at 1M leads) rather than walk the
-    key_hash index, which the planner prefers for the ordered aggregate and which reads 36M heap
-    rows in random order at 1M leads (110 s against 17 s; the keys were just written, so their
-    index covers them but cannot answer alone until a vacuum marks the pages all-visible); and
-    sort them on every core
-    (parallel_full_build_settings: measured on 2 cores, 90 s -> 75 s for the whole build); and
-    join the blocks to their pair positions by hashing the positions (macros/blocking_keys.sql
-    block_pair_positions): the planner otherwise sorts the 9.1M blocks by size for a merge join,
-    on disk (102 s against 83 s for the query at 1M leads). Transaction-local. -#}
-{% macro candidate_full_build_settings() -%}
+{#- identity_candidates, full build: read the keys in (key_hash, record_uid) order from their
+    index alone, or else sort them (in memory, with the var candidates_full_build_work_mem: 99.5 s
+    -> 84.5 s for the query at 1M leads), but never walk the index reading the heap, which reads
+    41M heap rows in random order at 1M leads (110 s against 17 s for the sort). Postgres
+    considers an index-only scan only where index scans are on, and a plain index scan is then
+    on too: both are turned on only when nearly every page of the keys `keys` is all-visible
+    (the blocking keys model vacuums after every build; the empty pages a bulk insert leaves at
+    the end of the table are not, and hold no key), so the index-only walk reads no heap page;
+    at 1M leads it takes the query from 53.3 s to 36.7 s (docs/benchmark.md, round 16).
+    Otherwise (the vacuum could not mark the pages: a transaction older than the keys was
+    open) they stay off and the keys are sorted. Run on every core where the planner can
+    (parallel_full_build_settings: measured on 2 cores, 90 s -> 75 s for the whole build of the
+    sort-based plan); and join the blocks to their pair positions by hashing the positions
+    (macros/blocking_keys.sql block_pair_positions): the planner otherwise sorts the 9.1M blocks
+    by size for a merge join, on disk (102 s against 83 s for the query at 1M leads).
+    Transaction-local. -#}
+{% macro candidate_full_build_settings(keys) -%}
     set local enable_indexscan = off;
-    set local enable_indexonlyscan = off;
+    select set_config('enable_indexscan', 'on', true)
+    from pg_class as keys
+    where keys.oid = to_regclass(format('%I.%I', {{ "'" ~ (keys.schema | replace("'", "''")) ~ "'" }},
+                                        {{ "'" ~ (keys.identifier | replace("'", "''")) ~ "'" }}))
+        and keys.relpages > 0 and keys.relallvisible >= 0.9 * keys.relpages;
     set local enable_bitmapscan = off;
     set local enable_mergejoin = off;
     {%- set work_mem = var('candidates_full_build_work_mem', none) %}
@@ -134,12 +144,12 @@
 {%- endmacro %}
 
 {#- How blocking keys and pairs are made, as a fingerprint: the key query (its key types and
-    vars: max_fuzzy_identifier_length, name token limits), the block bounds and the one-deletion
+    vars: max_fuzzy_identifier_length, name token limits), the key hash, the block bounds and the one-deletion
     name filter. Kept keys and pairs were made by one definition; an incremental run under
     another would mix two (new records keyed one way, looking up blocks keyed the other). -#}
 {% macro blocking_definition_fingerprint() -%}
     {{ return(local_md5(
-        blocking_key_rows('records') ~ '|' ~ (blocking_block_bounds() | string)
+        blocking_key_rows('records') ~ '|' ~ blocking_key_hash('t', 'v') ~ '|' ~ (blocking_block_bounds() | string)
         ~ '|' ~ fuzzy_blocking_key_codes() ~ '|' ~ fuzzy_names_compatible('l', 'r')
     )) }}
 {%- endmacro %}

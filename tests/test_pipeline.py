@@ -250,6 +250,8 @@ def test_candidate_pairs_are_every_pair_of_each_block_within_its_bound(pipeline_
     blocks = defaultdict(list)
     for key_hash, key_type, uid, signature in pconn.execute(
             "select key_hash, key_type, record_uid, name_signature from intermediate.int_identity__blocking_keys"):
+        # the full build reads a block's type from its hash (blocking_key_hash): the low 4 bits
+        assert key_hash & 15 == key_type, (key_hash, key_type)
         blocks[key_hash].append((uid, key_type, signature))
     expected: dict[tuple[int, int], int] = defaultdict(int)
     for members in blocks.values():

@@ -9,7 +9,7 @@
     ],
     pre_hook=[
         "{% if is_incremental() %}{{ delete_rows_of_rewritten_records(this, ['left_uid', 'right_uid']) }}{% endif %}",
-        "{% if not is_incremental() %}{{ candidate_full_build_settings() }}{% endif %}",
+        "{% if not is_incremental() %}{{ candidate_full_build_settings(ref('int_identity__blocking_keys')) }}{% endif %}",
     ],
     post_hook=["{{ mark_loaded(ref('int_identity__records_usable')) }}"],
 ) }}
@@ -43,7 +43,7 @@ changed as (
 ),
 
 touched_keys as (
-    select record_uid, key_type, hashtextextended(key_value, 0) as key_hash, name_signature
+    select record_uid, key_type, {{ blocking_key_hash('key_type', 'key_value') }} as key_hash, name_signature
     from (
         {{ blocking_key_rows('changed') | indent(8) }}
     ) as changed_keys
@@ -92,24 +92,28 @@ joined as (
 
 {% else %}
 
--- One pass over the keys sorted by (key_hash, record_uid): each block within its bound becomes
+-- One pass over the keys in (key_hash, record_uid) order: each block within its bound becomes
 -- the sorted array of its records, and its pairs are the index pairs i < j of that array. At
--- 1M leads (36M keys, 10M pairs) this takes half the time of a self-join of the kept keys,
--- which sorted or hashed 21M rows twice; candidate_full_build_settings keeps the planner
--- from walking the key_hash index instead of sorting (36M random heap reads).
+-- 1M leads (41M keys, 11.6M pairs) this takes half the time of a self-join of the kept keys,
+-- which sorted or hashed 21M rows twice. The keys come in that order from their index alone (the
+-- blocking keys model vacuums after its build, so no heap page is read; a block's type is in its
+-- hash, blocking_key_type_of_hash): 53.3 s -> 36.7 s for this query at 1M leads, against sorting
+-- the 41M keys (docs/benchmark.md, round 16). candidate_full_build_settings keeps the planner off
+-- an index walk that reads the heap (41M random heap reads): were the keys' pages not
+-- all-visible, it sorts them instead.
 pair_positions as (
     {{ block_pair_positions(blocking_block_bounds().values() | max) | indent(4) }}
 ),
 
 blocks as (
     select
-        min(key_type) as key_type,
+        {{ blocking_key_type_of_hash('key_hash') }} as key_type,
         array_agg(record_uid order by record_uid) as uids,
         array_agg(name_signature order by record_uid) as signatures
     from {{ ref('int_identity__blocking_keys') }}
     group by key_hash
     having count(*) > 1
-        and count(*) <= {{ blocking_block_bound('min(key_type)') }}
+        and count(*) <= {{ blocking_block_bound(blocking_key_type_of_hash('key_hash')) }}
 ),
 
 -- a block's pairs by a hash join to the positions of its size (block_pair_positions says why)
