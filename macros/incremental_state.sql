@@ -112,8 +112,11 @@
     (parallel_full_build_settings: measured on 2 cores, 90 s -> 75 s for the whole build of the
     sort-based plan); and join the blocks to their pair positions by hashing the positions
     (macros/blocking_keys.sql block_pair_positions): the planner otherwise sorts the 9.1M blocks
-    by size for a merge join, on disk (102 s against 83 s for the query at 1M leads).
-    Transaction-local. -#}
+    by size for a merge join, on disk (102 s against 83 s for the query at 1M leads), and,
+    before anything has analyzed the new keys (a full build reads them right after making
+    them), it takes the 9.1M blocks for 22 rows and joins them to the 10,660 positions by a
+    nested loop: 10,660 x 9.1M comparisons, still running after 10 minutes at 1M leads. Merge
+    joins and nested loops are off. Transaction-local. -#}
 {% macro candidate_full_build_settings(keys) -%}
     set local enable_indexscan = off;
     select set_config('enable_indexscan', 'on', true)
@@ -123,6 +126,7 @@
         and keys.relpages > 0 and keys.relallvisible >= 0.9 * keys.relpages;
     set local enable_bitmapscan = off;
     set local enable_mergejoin = off;
+    set local enable_nestloop = off;
     {%- set work_mem = var('candidates_full_build_work_mem', none) %}
     {%- if work_mem is not none %}
     {%- if not modules.re.fullmatch('[0-9]+ ?(kB|MB|GB|TB)?', work_mem | string) %}
