@@ -120,10 +120,10 @@
 {% macro candidate_full_build_settings(keys) -%}
     set local enable_indexscan = off;
     select set_config('enable_indexscan', 'on', true)
-    from pg_class as keys
-    where keys.oid = to_regclass(format('%I.%I', {{ "'" ~ (keys.schema | replace("'", "''")) ~ "'" }},
-                                        {{ "'" ~ (keys.identifier | replace("'", "''")) ~ "'" }}))
-        and keys.relpages > 0 and keys.relallvisible >= 0.9 * keys.relpages;
+    from pg_class as stored
+    where stored.oid = to_regclass(format('%I.%I', {{ "'" ~ (keys.schema | replace("'", "''")) ~ "'" }},
+                                          {{ "'" ~ (keys.identifier | replace("'", "''")) ~ "'" }}))
+        and stored.relpages > 0 and stored.relallvisible >= 0.9 * stored.relpages;
     set local enable_bitmapscan = off;
     set local enable_mergejoin = off;
     set local enable_nestloop = off;
