@@ -98,6 +98,13 @@
     select set_config('fleet_identity.load_id', pg_current_xact_id()::text, true)
 {%- endmacro %}
 
+{#- SQL for the regclass of dbt relation `relation` (null when it does not exist): its schema and
+    name as literals, quoted as identifiers by format('%I') -#}
+{% macro relation_regclass(relation) -%}
+    to_regclass(format('%I.%I', {{ "'" ~ (relation.schema | replace("'", "''")) ~ "'" }},
+                                {{ "'" ~ (relation.identifier | replace("'", "''")) ~ "'" }}))
+{%- endmacro %}
+
 {#- identity_candidates, full build: read the keys in (key_hash, record_uid) order from their
     index alone, or else sort them (in memory, with the var candidates_full_build_work_mem: 99.5 s
     -> 84.5 s for the query at 1M leads), but never walk the index reading the heap, which reads
@@ -121,8 +128,7 @@
     set local enable_indexscan = off;
     select set_config('enable_indexscan', 'on', true)
     from pg_class as stored
-    where stored.oid = to_regclass(format('%I.%I', {{ "'" ~ (keys.schema | replace("'", "''")) ~ "'" }},
-                                          {{ "'" ~ (keys.identifier | replace("'", "''")) ~ "'" }}))
+    where stored.oid = {{ relation_regclass(keys) }}
         and stored.relpages > 0 and stored.relallvisible >= 0.9 * stored.relpages;
     set local enable_bitmapscan = off;
     set local enable_mergejoin = off;
@@ -246,8 +252,7 @@
 {% macro partial_indexes(relation, columns) -%}
     do $partial_indexes$
     declare
-        target regclass := to_regclass(format('%I.%I', {{ "'" ~ (relation.schema | replace("'", "''")) ~ "'" }},
-                                               {{ "'" ~ (relation.identifier | replace("'", "''")) ~ "'" }}));
+        target regclass := {{ relation_regclass(relation) }};
         indexed text;
     begin
         foreach indexed in array array[{% for column in columns %}'{{ column }}'{{ ', ' if not loop.last }}{% endfor %}]::text[] loop
