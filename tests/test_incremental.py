@@ -115,8 +115,11 @@ def mutate(c) -> dict[str, int]:
         " from raw.cabinet_leads l where not exists (select 1 from raw.claims c where c.lead_id = l.lead_id)"
         " order by l.lead_id desc limit 1 returning lead_id").fetchone()[0]
     unnamed = c.execute(
+        # the lead's only claim of any status: a rejected claim beside it would not name it either,
+        # but deleting it too would make this two rows (the demo's claims move with the hour)
         "delete from raw.claims where lead_id = (select lead_id from raw.claims where lead_id is not null"
-        " and status is distinct from 'rejected' and lead_id <> %s group by lead_id having count(*) = 1 order by lead_id limit 1) returning lead_id",
+        " and lead_id <> %s group by lead_id having count(*) = 1 and bool_and(status is distinct from 'rejected')"
+        " order by lead_id limit 1) returning lead_id",
         (named,)).fetchall()
     added = demo.append_leads(c, 400, seed=7)
     return {"added": sum(added.values()), "edited": edited, "deleted": len(deleted), "named": named,
