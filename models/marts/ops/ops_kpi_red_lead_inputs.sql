@@ -14,10 +14,15 @@ with records as (
 ),
 
 claims as (
-    -- a claim added, removed or edited changes the count or the order-free sum of row hashes
+    -- a claim added, removed or edited changes the count or the order-free sum of row hashes.
+    -- Only the columns the derivation reads (through stg_raw__claims) are hashed, each in its
+    -- binary form (hash_record_extended, as macros/row_hash.sql): hashing the row's text
+    -- depended on the session's TimeZone (claimed_at prints in it), and took 0.75 s against
+    -- 0.21 s for 1M claims.
     select
         count(*) as claims_rows,
-        coalesce(sum(hashtextextended(cast(claims_source as text), 0)), 0) as claims_hash
+        coalesce(sum(hash_record_extended(row(claims_source.lead_id, claims_source.driver_id,
+            claims_source.claimed_at), 0)), 0) as claims_hash
     from {{ source('raw', 'claims') }} as claims_source
 ),
 
