@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from matcher import bulkload
 from matcher.config import Config
 from matcher.roles import OPS_SCHEMA
 
@@ -420,58 +421,10 @@ def _scope(conn: psycopg.Connection, cfg: Config, now: Inputs | None, kept: Kept
 # 46-54 s -> 33-37 s (docs/benchmark.md, round 14).
 LOADED_TABLES = ("red_lead_claims", "red_lead_history", "recovery_queue")
 
-# Every index of the tables named but those a foreign key references, with how to drop it and
-# build it again: one that backs a primary key or unique constraint as that constraint.
-_REBUILDABLE_INDEXES = """
-select t.relname, ix.relname, pg_get_indexdef(i.indexrelid), con.conname, pg_get_constraintdef(con.oid)
-from pg_index i
-join pg_class ix on ix.oid = i.indexrelid
-join pg_class t on t.oid = i.indrelid
-join pg_namespace n on n.oid = t.relnamespace
-left join pg_constraint con on con.conindid = i.indexrelid and con.conrelid = i.indrelid and con.contype in ('p', 'u')
-where n.nspname = %s and t.relname = any(%s)
-    and not exists (select 1 from pg_constraint f where f.contype = 'f' and f.conindid = i.indexrelid)
-order by t.relname, ix.relname
-"""
-
-
 def _unindex_empty(conn: psycopg.Connection, cfg: Config) -> tuple[frozenset[str], list[sql.Composable]]:
-    """Drop the indexes of the kept tables that are empty, in the caller's transaction; return
-    those tables and the statements that build their indexes again once the rows are in.
-
-    Dropping an index locks its table (access exclusive) until the transaction ends: a KPI
-    query then waits for the refresh, where it would have read an empty table. The lock is only
-    taken when nobody holds one on those tables (nowait); otherwise, or when this user may not
-    drop their indexes (it does not own them), they are loaded with their indexes, as when they
-    are not empty."""
-    canon = sql.Identifier(cfg.canon_schema)
-    empty = [t for t in LOADED_TABLES if conn.execute(sql.SQL("select not exists (select 1 from {}.{})").format(
-        canon, sql.Identifier(t))).fetchone()[0]]
-    if not empty:
-        return frozenset(), []
-    rebuild: list[sql.Composable] = []
-    try:
-        with conn.transaction():   # a savepoint: a lock or a drop refused undoes them all
-            conn.execute(sql.SQL("lock table {} in access exclusive mode nowait").format(
-                sql.SQL(", ").join(sql.Identifier(cfg.canon_schema, t) for t in empty)))
-            for table, index, index_def, constraint, constraint_def in conn.execute(
-                    _REBUILDABLE_INDEXES, (cfg.canon_schema, empty)).fetchall():
-                if constraint is None:
-                    conn.execute(sql.SQL("drop index {}").format(sql.Identifier(cfg.canon_schema, index)))
-                    rebuild.append(sql.SQL(index_def))
-                else:
-                    target = sql.Identifier(cfg.canon_schema, table)
-                    conn.execute(sql.SQL("alter table {} drop constraint {}").format(target, sql.Identifier(constraint)))
-                    rebuild.append(sql.SQL("alter table {} add constraint {} {}").format(
-                        target, sql.Identifier(constraint), sql.SQL(constraint_def)))
-    except psycopg.errors.LockNotAvailable:
-        log.info("red-KPI state: %s in use by another session: loaded with their indexes", ", ".join(empty))
-        return frozenset(), []
-    except psycopg.errors.InsufficientPrivilege:
-        log.info("red-KPI state: %s not owned by this user: loaded with their indexes", ", ".join(empty))
-        return frozenset(), []
-    log.info("red-KPI state: %s empty: loaded first, %s indexes built after", ", ".join(empty), len(rebuild))
-    return frozenset(empty), rebuild
+    """The kept tables that are empty, their indexes dropped in the caller's transaction, and the
+    statements that build them again once the rows are in (matcher/bulkload.py)."""
+    return bulkload.unindex_empty(conn, cfg.canon_schema, LOADED_TABLES, what="red-KPI state", logger=log)
 
 
 def refresh(conn: psycopg.Connection, cfg: Config, run_id: int | None) -> int:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -61,30 +64,103 @@ def snapshot(db):
         }
 
 
+def canon_definitions(db):
+    """Every index and constraint of the canon tables, as Postgres prints them."""
+    with db.connect(autocommit=True) as c:
+        return c.execute(
+            "select t.relname, pg_get_indexdef(i.indexrelid) from pg_index i join pg_class t on t.oid = i.indrelid"
+            " where t.relnamespace = 'canon'::regnamespace"
+            " union all select t.relname, con.conname || ' ' || pg_get_constraintdef(con.oid) from pg_constraint con"
+            " join pg_class t on t.oid = con.conrelid where con.connamespace = 'canon'::regnamespace"
+            " order by 1, 2").fetchall()
+
+
 def test_sigkill_mid_run_then_rerun_equals_uninterrupted(server, dbt_target, tmp_path):
+    """A first run writes all its batches in one transaction (its tables are loaded before they
+    are indexed): killed half-way it leaves nothing, indexes and constraints in place. A later
+    run commits batch by batch: killed half-way it keeps the batches it committed. Either way
+    the runs after it end where uninterrupted runs on identical data end."""
     with prepared(server, dbt_target, tmp_path, "matcher_kill") as (killed_db, env_a), \
             prepared(server, dbt_target, tmp_path, "matcher_clean") as (clean_db, env_b):
+        definitions = canon_definitions(killed_db)
         proc = matcher({**env_a, "MATCHER_TEST_KILL_AFTER_BATCH": "2"}, "run")
         assert proc.returncode == -9, proc.stderr  # SIGKILL
         with killed_db.connect(autocommit=True) as c:
             status, = c.execute("select status from canon.match_runs order by run_id desc limit 1").fetchone()
-            partial = c.execute("select count(*) from canon.identity_links").fetchone()[0]
+            written = c.execute("select (select count(*) from canon.identity_links)"
+                                " + (select count(*) from canon.match_attempts)").fetchone()[0]
         assert status == "running"  # nobody could mark it: the process was killed
+        assert written == 0         # its batches were one transaction
+        assert canon_definitions(killed_db) == definitions
+
+        # a first run of the oldest records, then a later run killed after two of its batches
+        assert matcher(env_a, "run", "--limit", "300").returncode == 0
+        proc = matcher({**env_a, "MATCHER_TEST_KILL_AFTER_BATCH": "2"}, "run")
+        assert proc.returncode == -9, proc.stderr
+        with killed_db.connect(autocommit=True) as c:
+            partial = c.execute("select count(*) from canon.identity_links where run_id ="
+                                " (select max(run_id) from canon.match_runs)").fetchone()[0]
         assert partial > 0          # some batches had committed
 
         resumed = matcher(env_a, "run", "--json")
         assert resumed.returncode == 0, resumed.stderr
         with killed_db.connect(autocommit=True) as c:
             runs = c.execute("select status, error from canon.match_runs order by run_id").fetchall()
-        assert runs[0][0] == "failed" and "interrupted" in runs[0][1]
-        assert runs[-1][0] == "succeeded"
+        assert [s for s, _ in runs] == ["failed", "succeeded", "failed", "succeeded"]
+        assert all("interrupted" in e for s, e in runs if s == "failed")
+        assert canon_definitions(killed_db) == definitions
 
+        assert matcher(env_b, "run", "--limit", "300").returncode == 0
         clean = matcher(env_b, "run")
         assert clean.returncode == 0, clean.stderr
         a, b = snapshot(killed_db), snapshot(clean_db)
         assert len(a["links"]) > LEADS
         for key in ("links", "registry", "origin", "failed"):
             assert a[key] == b[key], key
+
+
+# how a first run loads the empty tables it fills: what it says
+FIRST_RUN_CASES = {
+    "alone": "first run: identity_links, match_attempts, identity_origin empty: loaded first",
+    "read-meanwhile": "first run: identity_links, match_attempts, identity_origin in use by another session",
+}
+
+
+def test_first_run_loads_its_tables_then_indexes_them(server, dbt_target, tmp_path, cfg, caplog):
+    """A first run loads the empty links, attempts and origins, then builds their indexes and
+    foreign keys in the same transaction: the same definitions as before, and the same rows as
+    a run that writes them through their indexes, which it does when another session is reading
+    one of those tables (it takes no lock it would wait for)."""
+    with prepared(server, dbt_target, tmp_path, "matcher_first") as (db, env):
+        definitions = canon_definitions(db)
+        config = replace(cfg, batch_size=150)
+        snapshots = {}
+        for case, said in FIRST_RUN_CASES.items():
+            with db.connect(autocommit=True) as c:
+                c.execute("truncate canon.identity_links, canon.identity_origin, canon.identity_registry,"
+                          " canon.match_attempts, canon.match_conflicts")
+            with db.connect() as reader:
+                if case == "read-meanwhile":
+                    # its transaction holds an access share lock on the links until it ends
+                    reader.execute("select count(*) from canon.identity_links")
+                caplog.clear()
+                done: list = []
+                with caplog.at_level(logging.INFO, logger="matcher.runner"):
+                    # in a thread: a run that waited for the reader's lock would wait for ever
+                    thread = threading.Thread(target=lambda: done.append(runner.run(db, config)))
+                    thread.start()
+                    thread.join(120)
+                    waited = thread.is_alive()
+                    if waited:
+                        reader.rollback()
+                        thread.join()
+                reader.rollback()
+            assert not waited, "the first run waited for another session's lock"
+            assert done and done[0].matched > 0
+            assert [k for k, s in FIRST_RUN_CASES.items() if s in caplog.text] == [case], caplog.text
+            assert canon_definitions(db) == definitions
+            snapshots[case] = snapshot(db)
+        assert snapshots["alone"] == snapshots["read-meanwhile"]
 
 
 def test_second_run_while_one_holds_the_lock_is_skipped(server, dbt_target, tmp_path):
