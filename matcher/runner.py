@@ -261,12 +261,14 @@ class Run:
 
         t0 = time.perf_counter()
         self._write_batches(conn, handle, r)
+        # analyzed first: the tables a first run loaded in one transaction have no statistics
+        # yet (autovacuum saw none of it): at 1M leads the query below took 4.5 s without, 0.34 s with
+        with r.clock("write_analyze"):
+            self._analyze_written(conn, r.rows_written)
         with r.clock("write_origins_rest"), conn.transaction():
             written = origins.backfill(conn, self.cfg, r.run_id)
         r.origins_written += written
         r.rows_written += written
-        with r.clock("write_analyze"):
-            self._analyze_written(conn, r.rows_written)
         with r.clock("write_queue"):
             r.rows_written += backlog.refresh(conn, self.cfg, r.run_id)
         r.timings["write"] = time.perf_counter() - t0
@@ -790,9 +792,14 @@ class Run:
         created_rows = sql.SQL(
             "(select n.person_key, n.source_table, n.source_pk, n.event_at from work n"
             " join batch_created c using (person_key) where n.batch = %(b)s and n.decision = 1)")
-        other_persons = sql.SQL(
-            "l.person_key in (select person_key from work where batch = %(b)s and person_key is not null"
-            " except select person_key from batch_created)")
+        others = ("select person_key from work where batch = %(b)s and person_key is not null"
+                  " except select person_key from batch_created")
+        other_persons = sql.SQL("l.person_key in (" + others + ")")
+        # A first run's batches create every person they link to, and there are no others: the
+        # query of their links would then read the links table whole for nothing, once a batch
+        # (it has no index on persons while a first run loads it): 1M leads, the origins of a first
+        # run's batches 12.8 s -> 6.0 s
+        any_others = "select exists (" + others + ")"
         conn.execute("drop table if exists pg_temp.batch_created")
         conn.execute("create temp table batch_created (person_key uuid not null)")
         for b in batches:
@@ -805,7 +812,8 @@ class Run:
                     counts.append(max(cur.rowcount, 0))
                 with r.clock("write_origins"):
                     written = origins.write_new(conn, self.cfg, r.run_id, created_rows, {"b": b})
-                    written += origins.backfill(conn, self.cfg, r.run_id, other_persons, {"b": b})
+                    if conn.execute(any_others, {"b": b}).fetchone()[0]:
+                        written += origins.backfill(conn, self.cfg, r.run_id, other_persons, {"b": b})
                 r.new_persons += counts[0]
                 r.matched += counts[1]
                 r.rows_written += sum(counts) + written
