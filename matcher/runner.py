@@ -688,7 +688,7 @@ class Run:
         # A first run (no link, no attempt yet) writes every batch in one transaction: the tables
         # it fills are empty, so their rows go in first and their indexes and foreign keys are
         # built after (matcher/bulkload.py), instead of being updated and checked row by row.
-        # Killed half-way, it leaves the tables empty, indexes included, and runs again whole.
+        # Killed half-way, it leaves those tables as they were, indexes included, and runs again whole.
         with conn.transaction():
             with r.clock("write_unindex"):
                 unindexed, rebuild = bulkload.unindex_empty(
