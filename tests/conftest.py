@@ -7,7 +7,9 @@ at the end; each test gets its own connection.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,3 +106,18 @@ def subprocess_env(database: db_mod.Database, dbt_target: Path) -> dict[str, str
         else:
             env[key] = value
     return env
+
+
+def call_without_waiting(call: Callable, release: Callable[[], None], timeout: float = 120) -> tuple[list, bool]:
+    """`call()` in a thread, given `timeout` seconds: a call that waited for another session's
+    lock would wait for ever, so if it is still running then, `release()` (that session lets its
+    lock go) and wait for it. Returns ([its result] if it returned, whether it had to wait)."""
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(call()))
+    thread.start()
+    thread.join(timeout)
+    waited = thread.is_alive()
+    if waited:
+        release()
+        thread.join()
+    return result, waited

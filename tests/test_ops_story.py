@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from click.testing import CliRunner
 from psycopg import sql
-from conftest import env_for, throwaway_database
+from conftest import call_without_waiting, env_for, throwaway_database
 
 from matcher import backlog
 from matcher.cli import cli
@@ -540,16 +539,8 @@ def test_a_refresh_into_empty_kept_tables_builds_their_indexes_after_the_load(st
                     c.execute(sql.SQL(grant).format(s=sql.Identifier(schema), r=role))
             c.execute(sql.SQL("set role {}").format(role))
         caplog.clear()
-        written: list[int] = []
         with caplog.at_level(logging.INFO, logger="matcher.backlog"):
-            # in a thread: a refresh that waited for the reader's lock would wait for ever
-            refresh = threading.Thread(target=lambda: written.append(backlog.refresh(c, cfg, None)))
-            refresh.start()
-            refresh.join(120)
-            waited = refresh.is_alive()
-            if waited:
-                other.rollback()
-                refresh.join()
+            written, waited = call_without_waiting(lambda: backlog.refresh(c, cfg, None), other.rollback)
         assert not waited, "the refresh waited for another session's lock"
         assert written and written[0] > 0
         c.execute("reset role")

@@ -5,13 +5,12 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from conftest import ROOT, subprocess_env, throwaway_database
+from conftest import ROOT, call_without_waiting, subprocess_env, throwaway_database
 
 from matcher import demo, runner
 from matcher.migrate import migrate
@@ -144,16 +143,8 @@ def test_first_run_loads_its_tables_then_indexes_them(server, dbt_target, tmp_pa
                     # its transaction holds an access share lock on the links until it ends
                     reader.execute("select count(*) from canon.identity_links")
                 caplog.clear()
-                done: list = []
                 with caplog.at_level(logging.INFO, logger="matcher.runner"):
-                    # in a thread: a run that waited for the reader's lock would wait for ever
-                    thread = threading.Thread(target=lambda: done.append(runner.run(db, config)))
-                    thread.start()
-                    thread.join(120)
-                    waited = thread.is_alive()
-                    if waited:
-                        reader.rollback()
-                        thread.join()
+                    done, waited = call_without_waiting(lambda: runner.run(db, config), reader.rollback)
                 reader.rollback()
             assert not waited, "the first run waited for another session's lock"
             assert done and done[0].matched > 0
