@@ -5,6 +5,10 @@
 -- A plain select, no CTEs (like identity_records): Postgres never flattens a view that has a
 -- WITH clause into the query reading it, so the matcher's join of its decided records to this
 -- view by record_uid would read every pending record instead of looking its own up by index.
+--
+-- `load_id` is the record's (int_identity__records_usable): an hourly matcher run asks only for
+-- the pending records rewritten since its last complete run, by that column's index
+-- (matcher/runner.py, _select_due).
 {{ config(materialized='view') }}
 
 select
@@ -25,7 +29,8 @@ select
         when records.phone is null and records.document_number is null
             and records.email is null and records.plate is null
             then case when records.has_shared_identifier then 'shared_identifier' else 'missing_identifiers' end
-    end as precheck_fail_reason
+    end as precheck_fail_reason,
+    records.load_id
 from {{ ref('int_identity__records_usable') }} as records
 where not records.is_deleted
     and not exists (
