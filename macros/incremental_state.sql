@@ -153,6 +153,17 @@
     set local parallel_tuple_cost = 0
 {%- endmacro %}
 
+{#- Full build of int_identity__shared_identifiers: count each identifier value's records by
+    hashing, not by sorting. Nearly every value is held by one record, so the workers' partial
+    counts hardly shrink the rows (4.1M identifiers -> 3.7M groups at 1M leads), and the planner
+    sorts those 3.7M (type, value) groups by collation to merge the workers' counts: 10.2 s for
+    the query, 8.9 s for the model. Merged in a hash table instead (its `work_mem` is
+    identity_work_mem, 1GB by default; a smaller one spills to disk in batches): 6.0 s.
+    Transaction-local: it only steers how the create-table-as is planned. -#}
+{% macro hashed_full_build_settings() -%}
+    set local enable_sort = off
+{%- endmacro %}
+
 {#- How blocking keys and pairs are made, as a fingerprint: the key query (its key types and
     vars: max_fuzzy_identifier_length, name token limits), the key hash, the block bounds and the one-deletion
     name filter. Kept keys and pairs were made by one definition; an incremental run under

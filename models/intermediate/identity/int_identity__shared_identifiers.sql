@@ -3,6 +3,7 @@
     unique_key=['identifier_type', 'identifier_value'],
     incremental_strategy='delete+insert',
     on_schema_change='fail',
+    pre_hook=["{% if not is_incremental() %}{{ hashed_full_build_settings() }}{% endif %}"],
     post_hook=["{{ mark_loaded(ref('int_identity__records')) }}"],
 ) }}
 -- Identifier values held by more than `shared_identifier_max_records` distinct records (a
