@@ -68,6 +68,9 @@ CANDIDATE_CONTRACT = {
 DUE_RULE = ("({last} is null or {last_same} is distinct from {last}"
             " or ({last} < %(now)s - make_interval(secs => %(retry)s) and {count} < %(max_attempts)s))")
 
+# what a run keeps of each due record (temp table `due`), from identity_pending_records `p`
+DUE_COLUMNS = "p.record_uid, p.source_table, p.source_pk, p.record_kind, p.fingerprint, p.precheck_fail_reason"
+
 DUE_PATHS = {
     "first": "a first run: every pending record",
     "join": "every pending record joined with its attempts",
@@ -334,7 +337,6 @@ class Run:
         pending record with its attempts even where the last complete run's mark would do
         (a test compares both ways)."""
         conn.execute("drop table if exists pg_temp.due")
-        columns = "p.record_uid, p.source_table, p.source_pk, p.record_kind, p.fingerprint, p.precheck_fail_reason"
         # sorted only to take the oldest first under --limit (a sort of every pending record
         # before the filter cost a second at 1M leads)
         oldest_first = " order by p.event_at, p.record_uid limit %s" if self.limit else ""
@@ -356,7 +358,7 @@ class Run:
         if self.nothing_attempted:
             # a first run: every pending record is due, no attempt to look at (1M leads: 2.5 s
             # with the probes below, 4.0 s with the grouping)
-            conn.execute(self.q("create temp table due as select " + columns
+            conn.execute(self.q("create temp table due as select " + DUE_COLUMNS
                                 + " from {ident}.identity_pending_records p" + oldest_first),
                          [self.limit] if self.limit else None)
         elif since is not None and self._due_since(conn, since, now):
@@ -444,9 +446,7 @@ class Run:
             return False
         conn.execute("analyze due_candidates")
         conn.execute(self.q(
-            "create temp table due as select " + "p.record_uid, p.source_table, p.source_pk, p.record_kind,"
-            " p.fingerprint, p.precheck_fail_reason"
-            " from due_candidates c"
+            "create temp table due as select " + DUE_COLUMNS + " from due_candidates c"
             " join {ident}.identity_pending_records p on p.record_uid = c.record_uid"
             " cross join lateral ("
             "   select max(a.attempted_at) as last_at,"
