@@ -61,12 +61,16 @@ CANDIDATE_CONTRACT = {
 }
 
 
-# When a record is due for an attempt, from its attempts: their latest moment (`last`; null
-# without one), the latest of those that saw the record's fingerprint now (`last_same`), their
-# number (`count`): never tried, changed since its last attempt, or failed longer than the retry
-# interval ago with attempts left. Parameters: now, retry (seconds), max_attempts.
-DUE_RULE = ("({last} is null or {last_same} is distinct from {last}"
-            " or ({last} < %(now)s - make_interval(secs => %(retry)s) and {count} < %(max_attempts)s))")
+# What a record's attempts `a` say of it (pending record `p`): their latest moment (null without
+# one), the latest of those that saw the record's fingerprint now, their number.
+ATTEMPT_SUMMARY = ("max(a.attempted_at) as last_at,"
+                   " max(a.attempted_at) filter (where a.record_fingerprint is not distinct from p.fingerprint)"
+                   " as last_same, count(a.attempt_id) as attempts")
+# When a record is due for an attempt, from that summary: never tried, changed since its last
+# attempt, or failed longer than the retry interval ago with attempts left. Parameters: now,
+# retry (seconds), max_attempts.
+DUE_RULE = ("(last_at is null or last_same is distinct from last_at"
+            " or (last_at < %(now)s - make_interval(secs => %(retry)s) and attempts < %(max_attempts)s))")
 
 # what a run keeps of each due record (temp table `due`), from identity_pending_records `p`
 DUE_COLUMNS = "p.record_uid, p.source_table, p.source_pk, p.record_kind, p.fingerprint, p.precheck_fail_reason"
@@ -375,19 +379,16 @@ class Run:
                 conn.execute("set local work_mem = '64MB'")
                 conn.execute(
                     self.q(
-                        "create temp table due as"
+                        "create temp table due as select " + DUE_COLUMNS + " from ("
                         " select p.record_uid, min(p.source_table) as source_table, min(p.source_pk) as source_pk,"
                         " min(p.record_kind) as record_kind, min(p.fingerprint) as fingerprint,"
-                        " min(p.precheck_fail_reason) as precheck_fail_reason"
+                        " min(p.precheck_fail_reason) as precheck_fail_reason, min(p.event_at) as event_at, "
+                        + ATTEMPT_SUMMARY +
                         " from {ident}.identity_pending_records p"
                         " left join {canon}.match_attempts a on a.record_uid = p.record_uid"
-                        " group by p.record_uid"
-                        " having " + DUE_RULE.format(
-                            last="max(a.attempted_at)",
-                            last_same="max(a.attempted_at) filter (where a.record_fingerprint"
-                                      " is not distinct from p.fingerprint)",
-                            count="count(a.attempt_id)")
-                        + (" order by min(p.event_at), p.record_uid limit %(limit)s" if self.limit else "")
+                        " group by p.record_uid) p"
+                        " where " + DUE_RULE
+                        + (" order by p.event_at, p.record_uid limit %(limit)s" if self.limit else "")
                     ),
                     {"now": now, "retry": self.cfg.retry_after_hours * 3600, "max_attempts": self.cfg.max_attempts,
                      **({"limit": self.limit} if self.limit else {})},
@@ -448,13 +449,9 @@ class Run:
         conn.execute(self.q(
             "create temp table due as select " + DUE_COLUMNS + " from due_candidates c"
             " join {ident}.identity_pending_records p on p.record_uid = c.record_uid"
-            " cross join lateral ("
-            "   select max(a.attempted_at) as last_at,"
-            "     max(a.attempted_at) filter (where a.record_fingerprint is not distinct from p.fingerprint)"
-            "       as last_same,"
-            "     count(*) as attempts"
-            "   from {canon}.match_attempts a where a.record_uid = p.record_uid) s"
-            " where " + DUE_RULE.format(last="s.last_at", last_same="s.last_same", count="s.attempts")), params)
+            " cross join lateral (select " + ATTEMPT_SUMMARY
+            + " from {canon}.match_attempts a where a.record_uid = p.record_uid) s"
+            " where " + DUE_RULE), params)
         conn.execute("drop table due_candidates")
         return True
 
