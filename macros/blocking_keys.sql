@@ -145,6 +145,28 @@ where ({{ condition }})
     and {{ _first_of_run(tokens, 'k', 'j + 1') }}
 {%- endmacro %}
 
+{#- `count` conditions on `column` (a bigint key hash) that split the whole bigint range into
+    that many equal, contiguous ranges: every value satisfies exactly one. identity_candidates'
+    full build reads the blocks of each range as a branch of one union all, which Postgres runs
+    as a Parallel Append, one branch per process: a block is all the keys of one hash, so no
+    block straddles two ranges. -#}
+{% macro key_hash_ranges(column, count) -%}
+    {%- set n = count | int -%}
+    {%- if n < 1 or (count | string) != (n | string) -%}
+        {{ exceptions.raise_compiler_error("candidates_full_build_ranges is '" ~ count ~ "': a whole number of at least 1") }}
+    {%- endif -%}
+    {%- set low = -9223372036854775808 -%}
+    {%- set width = 18446744073709551616 -%}
+    {%- set conditions = [] -%}
+    {%- for k in range(n) -%}
+        {%- set parts = [] -%}
+        {%- if k > 0 %}{% do parts.append(column ~ ' >= ' ~ (low + (width * k) // n)) %}{% endif -%}
+        {%- if k < n - 1 %}{% do parts.append(column ~ ' < ' ~ (low + (width * (k + 1)) // n)) %}{% endif -%}
+        {%- do conditions.append(parts | join(' and ') if parts else 'true') -%}
+    {%- endfor -%}
+    {{ return(conditions) }}
+{%- endmacro %}
+
 {#- Every position pair of a block of n records, as rows (n, i, j) with 1 <= i < j <= n <= max_size:
     identity_candidates' full build joins each block to the rows of its size by a hash join,
     instead of two nested generate_series per block. At 1M leads (9.1M blocks, 13.6M pairs) the

@@ -269,13 +269,17 @@ def test_candidate_pairs_are_every_pair_of_each_block_within_its_bound(pipeline_
     assert built == dict(expected)
 
 
+def _compile_inline(pipeline_db, dbt_target, inline: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "matcher", "dbt", "compile", "--inline", inline, "--quiet",
+                           "--output", "json"], env=subprocess_env(pipeline_db.db, dbt_target), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_block_pair_positions_are_the_same_rows_both_ways(pipeline_db, dbt_target, pconn):
     """block_pair_positions makes its rows from one series over a grid up to a bound of 200 and
     from nested series above it: both give every 1 <= i < j <= n exactly once."""
     inline = "{{ block_pair_positions(200) }}\n--@@split@@\n{{ block_pair_positions(201) }}"
-    proc = subprocess.run([sys.executable, "-m", "matcher", "dbt", "compile", "--inline", inline, "--quiet",
-                           "--output", "json"], env=subprocess_env(pipeline_db.db, dbt_target), cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = _compile_inline(pipeline_db, dbt_target, inline)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     grid, nested = json.loads(proc.stdout[proc.stdout.index("{"):])["compiled"].split("--@@split@@")
     assert "generate_series(0, 7999999)" in grid and "lateral" in nested
@@ -285,6 +289,53 @@ def test_block_pair_positions_are_the_same_rows_both_ways(pipeline_db, dbt_targe
         assert rows == (sum(n * (n - 1) // 2 for n in range(2, size + 1)),) * 2 + (2, size, True)
     common = f"select n, i, j from ({grid}) as g except all select n, i, j from ({nested}) as s where n <= 200"
     assert pconn.execute(f"select count(*) from ({common}) as d").fetchone()[0] == 0
+
+
+def test_key_hash_ranges_put_every_bigint_in_exactly_one(pipeline_db, dbt_target, pconn):
+    """identity_candidates' full build reads the blocks of each key-hash range in its own branch:
+    a hash in no range loses its block's pairs, a hash in two doubles them. Every range's
+    conditions are evaluated on the ends of the bigint range and on each boundary and its
+    neighbours."""
+    counts = (1, 2, 3, 7)
+    inline = "\n--@@split@@\n".join(f"{{{{ key_hash_ranges('h', {n}) | join('\n--@@range@@\n') }}}}"
+                                     for n in counts)
+    proc = _compile_inline(pipeline_db, dbt_target, inline)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    compiled = json.loads(proc.stdout[proc.stdout.index("{"):])["compiled"].split("--@@split@@")
+    low, high = -(1 << 63), (1 << 63) - 1
+    for n, text in zip(counts, compiled):
+        conditions = [c.strip() for c in text.split("--@@range@@")]
+        assert len(conditions) == n
+        boundaries = [low + ((1 << 64) * k) // n for k in range(1, n)]
+        probes = sorted({low, low + 1, -1, 0, 1, high - 1, high}
+                        | {b + d for b in boundaries for d in (-1, 0, 1)})
+        hits = " + ".join(f"({c})::int" for c in conditions)
+        rows = pconn.execute(f"select h, {hits} from unnest(%s::bigint[]) as t (h)", (probes,)).fetchall()
+        assert [h for h, hit in rows if hit != 1] == [], (n, conditions)
+        # the ranges are about equal: the blocks split evenly between the processes
+        assert all(abs((b - a) - (1 << 64) // n) <= 1 for a, b in zip([low, *boundaries], [*boundaries, high + 1]))
+    bad = _compile_inline(pipeline_db, dbt_target, "{{ key_hash_ranges('h', 0) }}")
+    assert bad.returncode != 0 and "candidates_full_build_ranges is '0'" in bad.stdout + bad.stderr
+
+
+def test_candidates_built_by_create_table_as_keep_their_contract(pconn):
+    """The contracted candidate table is made by create-table-as (macros/materializations/
+    create_table_as.sql), its select running in parallel, and given its contract's constraints
+    afterwards: every column not null, the pair in order."""
+    import psycopg
+
+    not_null = dict(pconn.execute(
+        "select attname, attnotnull from pg_attribute"
+        " where attrelid = 'identity.identity_candidates'::regclass and attnum > 0 and not attisdropped").fetchall())
+    assert not_null == {"left_uid": True, "right_uid": True, "blocking_mask": True}
+    checks = [d for (d,) in pconn.execute(
+        "select pg_get_constraintdef(oid) from pg_constraint"
+        " where conrelid = 'identity.identity_candidates'::regclass and contype = 'c'")]
+    assert checks == ["CHECK ((left_uid < right_uid))"]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        pconn.execute("insert into identity.identity_candidates values (5, 3, 1)")
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        pconn.execute("insert into identity.identity_candidates values (3, 5, null)")
 
 
 def test_link_precision_by_rule_matches_an_independent_count(pipeline_db, pconn):

@@ -101,30 +101,42 @@ joined as (
 -- the 41M keys (docs/benchmark.md, round 16). candidate_full_build_settings keeps the planner off
 -- an index walk that reads the heap (41M random heap reads): were the keys' pages not
 -- all-visible, it sorts them instead.
-pair_positions as (
+--
+-- The key hashes are split into `candidates_full_build_ranges` ranges (key_hash_ranges), one
+-- union-all branch each: Postgres runs the branches as a Parallel Append, each on its own core,
+-- and merges their pairs below (a single walk of the index is one process from the index to
+-- the pairs: the array aggregates take ordered input and cannot be split between workers). At
+-- 1M leads on 2 cores: 37.8 / 38.8 s -> 22.9 / 25.6 s for the query (docs/benchmark.md, round
+-- 20). The positions are inlined in every branch (`not materialized`): a CTE scan would keep
+-- the branches off the parallel workers.
+pair_positions as not materialized (
     {{ block_pair_positions(blocking_block_bounds().values() | max) | indent(4) }}
-),
-
-blocks as (
-    select
-        {{ blocking_key_type_of_hash('key_hash') }} as key_type,
-        array_agg(record_uid order by record_uid) as uids,
-        array_agg(name_signature order by record_uid) as signatures
-    from {{ ref('int_identity__blocking_keys') }}
-    group by key_hash
-    having count(*) > 1
-        and count(*) <= {{ blocking_block_bound(blocking_key_type_of_hash('key_hash')) }}
 ),
 
 -- a block's pairs by a hash join to the positions of its size (block_pair_positions says why)
 joined as (
+{%- for key_range in key_hash_ranges('key_hash', var('candidates_full_build_ranges', 2)) %}
     select blocks.uids[positions.i] as left_uid, blocks.uids[positions.j] as right_uid, blocks.key_type
-    from blocks
+    from (
+        select
+            {{ blocking_key_type_of_hash('key_hash') }} as key_type,
+            array_agg(record_uid order by record_uid) as uids,
+            array_agg(name_signature order by record_uid) as signatures
+        from {{ ref('int_identity__blocking_keys') }}
+        where {{ key_range }}
+        group by key_hash
+        having count(*) > 1
+            and count(*) <= {{ blocking_block_bound(blocking_key_type_of_hash('key_hash')) }}
+    ) as blocks
     join pair_positions as positions on positions.n = cardinality(blocks.uids)
     where blocks.uids[positions.i] < blocks.uids[positions.j]
         -- one-deletion neighbours only where the names can agree (macros/blocking_keys.sql)
         and (blocks.key_type not in ({{ fuzzy_blocking_key_codes() }})
             or {{ fuzzy_names_compatible('blocks.signatures[positions.i]', 'blocks.signatures[positions.j]') }})
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+{%- endfor %}
 ),
 
 {% endif %}
