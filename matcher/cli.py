@@ -262,6 +262,7 @@ def _run_dict(r: runner.RunResult) -> dict:
         "new_persons": r.new_persons, "origins_written": r.origins_written, "failed": r.failed,
         "failed_by_reason": r.failed_by_reason, "pending": r.pending, "pairs_scored": r.pairs_scored,
         "pairs_accepted": r.pairs_accepted, "rows_written": r.rows_written,
+        "score_processes": r.score_processes, "score_children_mb": round(r.score_children_mb, 1),
         "timings": {k: round(v, 3) for k, v in r.timings.items()},
         "detail": {k: round(v, 3) for k, v in r.detail.items()},
     }

@@ -51,6 +51,7 @@ class Config:
     raw_schema: str
     batch_size: int
     read_batch_size: int
+    score_processes: int
     max_component_size: int
     retry_after_hours: float
     max_attempts: int
@@ -206,6 +207,7 @@ def build(data: dict, source: str) -> Config:
         raw_schema=os.environ.get("MATCHER_RAW_SCHEMA") or schemas["raw"],
         batch_size=_number(run, "batch_size", "run", minimum=1, integer=True),
         read_batch_size=_number(run, "read_batch_size", "run", minimum=1000, integer=True),
+        score_processes=_number(run, "score_processes", "run", minimum=0, integer=True),
         max_component_size=_number(run, "max_component_size", "run", minimum=2, integer=True),
         retry_after_hours=float(_number(run, "retry_after_hours", "run", minimum=0)),
         max_attempts=_number(run, "max_attempts", "run", minimum=1, integer=True),

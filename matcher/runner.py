@@ -36,7 +36,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from matcher import backlog, bulkload, cluster, copyio, dense, origins, scoring
+from matcher import backlog, bulkload, cluster, copyio, dense, forked, origins, scoring
 from matcher.config import FIELDS, LEVELS, Config
 from matcher.db import Database
 from matcher.errors import CandidateContractError, MatcherError, RunLocked
@@ -89,6 +89,12 @@ DUE_LOOKUPS_MAX = 200_000
 # a temporary table joined to the records (_read_records says why, with the figures)
 RECORD_ARRAY_MAX = 500_000
 
+# Scoring on several processes (_score_processes): with score_processes = 0, one per CPU, at
+# most this many (each adds its own batches and results to the parent's memory: about 340 MB
+# at 1M leads) and one per this many pairs.
+SCORE_PROCESSES_MAX = 4
+SCORE_PAIRS_PER_PROCESS = 1_000_000
+
 # one level code per field (index into LEVELS[field]) in the nodes tables
 LEVEL_COLUMNS_DDL = ", ".join(f"{f} smallint" for f in FIELDS)
 
@@ -124,6 +130,9 @@ class RunResult:
     pairs_scored: int = 0
     pairs_accepted: int = 0
     rows_written: int = 0
+    # processes that scored the pairs, and the private memory the forked ones had when they ended
+    score_processes: int = 1
+    score_children_mb: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     # finer split of the phases above (seconds), for the benchmark: not added to the phases
     detail: dict[str, float] = field(default_factory=dict)
@@ -264,6 +273,7 @@ class Run:
                 "origins_written": r.origins_written, "failed": r.failed, "failed_by_reason": r.failed_by_reason,
                 "pending": r.pending, "rows_written": r.rows_written,
                 "extra": {"pairs_scored": r.pairs_scored, "pairs_accepted": r.pairs_accepted, "due": self.due_mark,
+                          "score_processes": r.score_processes,
                           "timings": {k: round(v, 3) for k, v in r.timings.items()},
                           "detail": {k: round(v, 3) for k, v in r.detail.items()}},
             }
@@ -568,34 +578,56 @@ class Run:
 
     def _score(self, li, ri, rec_uid, rec_freq, rec_person, values, codes, r: RunResult) -> dict[str, np.ndarray]:
         t_score = time.perf_counter()
-        accepted: dict[str, list] = {k: [] for k in ("li", "ri", "score", "prob", "rule", "name_sim", *FIELDS)}
-        best = np.full(len(rec_uid), -np.inf, dtype=np.float64)
         step = self.cfg.read_batch_size
-        for start in range(0, len(li), step):
-            bl, br = li[start:start + step], ri[start:start + step]
-            batch = scoring.CodedPairs(
-                values, {f: c[bl] for f, c in codes.items()}, {f: c[br] for f, c in codes.items()},
-                name_frequency=np.maximum(rec_freq[bl], rec_freq[br]),
-            )
-            s = scoring.score_pairs(batch, self.cfg)
-            r.pairs_scored += len(bl)
-            # ufunc.at takes its fast path only when the operands match the target's dtype
-            # (float64 values, intp indices): 30 ms -> 1.3 ms per 200k-pair batch
-            batch_score = s.score.astype(np.float64)
-            np.maximum.at(best, bl.astype(np.intp), batch_score)
-            np.maximum.at(best, br.astype(np.intp), batch_score)
-            keep = np.flatnonzero(s.accepted)
-            if keep.size:
-                accepted["li"].append(bl[keep])
-                accepted["ri"].append(br[keep])
-                accepted["score"].append(s.score[keep])
-                accepted["prob"].append(s.probability[keep])
-                accepted["rule"].append(s.rule[keep])
-                accepted["name_sim"].append(s.name_similarity[keep])
-                for f in FIELDS:
-                    accepted[f].append(s.levels[f][keep])
+        starts = list(range(0, len(li), step))
+        keys = ("li", "ri", "score", "prob", "rule", "name_sim", *FIELDS)
+
+        def score_batches(part: list[int]) -> tuple[dict[str, list], np.ndarray, int]:
+            """The accepted pairs of the batches starting at `part`, each record's best score
+            over them, and how many pairs they held."""
+            accepted: dict[str, list] = {k: [] for k in keys}
+            best = np.full(len(rec_uid), -np.inf, dtype=np.float64)
+            scored = 0
+            for start in part:
+                bl, br = li[start:start + step], ri[start:start + step]
+                batch = scoring.CodedPairs(
+                    values, {f: c[bl] for f, c in codes.items()}, {f: c[br] for f, c in codes.items()},
+                    name_frequency=np.maximum(rec_freq[bl], rec_freq[br]),
+                )
+                s = scoring.score_pairs(batch, self.cfg)
+                scored += len(bl)
+                # ufunc.at takes its fast path only when the operands match the target's dtype
+                # (float64 values, intp indices): 30 ms -> 1.3 ms per 200k-pair batch
+                batch_score = s.score.astype(np.float64)
+                np.maximum.at(best, bl.astype(np.intp), batch_score)
+                np.maximum.at(best, br.astype(np.intp), batch_score)
+                keep = np.flatnonzero(s.accepted)
+                if keep.size:
+                    accepted["li"].append(bl[keep])
+                    accepted["ri"].append(br[keep])
+                    accepted["score"].append(s.score[keep])
+                    accepted["prob"].append(s.probability[keep])
+                    accepted["rule"].append(s.rule[keep])
+                    accepted["name_sim"].append(s.name_similarity[keep])
+                    for f in FIELDS:
+                        accepted[f].append(s.levels[f][keep])
+            return {k: [np.concatenate(v)] if v else [] for k, v in accepted.items()}, best, scored
+
+        processes = self._score_processes(len(li), len(starts))
+        if processes > 1:
+            # the caches once, here, shared with the children (matcher/forked.py)
+            scoring.warm(values)
+            parts = [[int(x) for x in part] for part in np.array_split(np.array(starts), processes)]
+            results, r.score_children_mb = forked.map_forked(score_batches, parts)
+        else:
+            results = [score_batches(starts)]
+        r.score_processes = processes
+        # the parts in order: the accepted pairs come out as one process would have listed them
+        best = np.maximum.reduce([b for _, b, _ in results])
+        r.pairs_scored += sum(n for _, _, n in results)
         r.timings["score"] = time.perf_counter() - t_score
-        out = {k: (np.concatenate(v) if v else np.array([])) for k, v in accepted.items()}
+        out = {k: (np.concatenate([a for acc, _, _ in results for a in acc[k]]) if any(acc[k] for acc, _, _ in results)
+                   else np.array([])) for k in keys}
         ai, bi = out.pop("li").astype(np.int64), out.pop("ri").astype(np.int64)
         out["left"], out["right"] = rec_uid[ai], rec_uid[bi]
         out["l_person"], out["r_person"] = rec_person[ai], rec_person[bi]
@@ -603,6 +635,15 @@ class Run:
         out["seen_nodes"], out["seen_best"] = rec_uid[scored], best[scored].astype(np.float32)
         r.pairs_accepted = len(out["left"])
         return out
+
+    def _score_processes(self, pairs: int, batches: int) -> int:
+        """How many processes score this run's pairs (matcher/forked.py): `score_processes` of
+        the configuration, or with 0 (the default) one per CPU, at most SCORE_PROCESSES_MAX and
+        one per SCORE_PAIRS_PER_PROCESS pairs (forking costs more than a small run's scoring);
+        never more than there are batches, and one where forking is not available."""
+        wanted = self.cfg.score_processes or min(forked.cpu_count(), SCORE_PROCESSES_MAX,
+                                                 max(1, pairs // SCORE_PAIRS_PER_PROCESS))
+        return max(1, min(wanted, batches)) if forked.available() else 1
 
     def _override_edges(self, conn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rows = conn.execute(

@@ -310,6 +310,21 @@ def _name_levels(values: Values, left: np.ndarray, right: np.ndarray, token_matc
     return out, similarity, n_short
 
 
+def warm(values: dict[str, Values]) -> None:
+    """Compute now every per-value cache `score_pairs` reads (lengths, digit forms, email local
+    parts, name tokens and their words' lengths and first letters). A run does it once before it
+    forks its scoring (matcher.forked): each child would otherwise compute them again."""
+    for field in ("phone", "document", "email", "plate"):
+        values[field].lengths
+    digits, _ = values["document"].digits
+    digits.lengths
+    local_parts, _ = values["email"].local_parts
+    local_parts.lengths
+    _, _, words = values["name"].tokens
+    words.lengths
+    words.first_letters
+
+
 def score_pairs(pairs: PairColumns | CodedPairs, config: Config, *, prune: bool = True) -> Scores:
     """Levels, score and rule per pair.
 
