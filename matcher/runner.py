@@ -622,12 +622,14 @@ class Run:
         else:
             results = [score_batches(starts)]
         r.score_processes = processes
-        # the parts in order: the accepted pairs come out as one process would have listed them
         best = np.maximum.reduce([b for _, b, _ in results])
         r.pairs_scored += sum(n for _, _, n in results)
         r.timings["score"] = time.perf_counter() - t_score
-        out = {k: (np.concatenate([a for acc, _, _ in results for a in acc[k]]) if any(acc[k] for acc, _, _ in results)
-                   else np.array([])) for k in keys}
+        out = {}
+        for k in keys:
+            # the parts in order: the accepted pairs come out as one process would have listed them
+            chunks = [chunk for accepted, _, _ in results for chunk in accepted[k]]
+            out[k] = np.concatenate(chunks) if chunks else np.array([])
         ai, bi = out.pop("li").astype(np.int64), out.pop("ri").astype(np.int64)
         out["left"], out["right"] = rec_uid[ai], rec_uid[bi]
         out["l_person"], out["r_person"] = rec_person[ai], rec_person[bi]
