@@ -291,6 +291,46 @@ def test_block_pair_positions_are_the_same_rows_both_ways(pipeline_db, dbt_targe
     assert pconn.execute(f"select count(*) from ({common}) as d").fetchone()[0] == 0
 
 
+def test_name_keys_are_the_first_tokens_and_their_signature(pipeline_db, dbt_target, pconn):
+    """name_keys (macros/blocking_keys.sql) gives a name's blocking tokens (no particles, no
+    initials, byte order, a repeated token kept, the first max_name_key_tokens) and their
+    signature (a bit per distinct token) in one pass: recomputed here from the names, for
+    made-up names that reach every case and for every record the pipeline keyed."""
+    import yaml
+
+    settings = yaml.safe_load((ROOT / "dbt_project.yml").read_text())["vars"]
+    limit, particles = settings.get("max_name_key_tokens", 8), {"de", "del", "la", "las", "los", "y", "da", "das",
+                                                                  "do", "dos", "van", "von", "di"}
+
+    def expected(name: str | None) -> list[str]:
+        tokens = [t for t in (name or "").split(" ") if len(t) > 1 and t not in particles]
+        return sorted(tokens, key=lambda t: t.encode())[:limit]
+
+    def signature(tokens: list[str]) -> int | None:
+        if not tokens:
+            return None
+        bits = 0
+        for (h,) in pconn.execute("select hashtextextended(t, 0) from unnest(%s::text[]) as t", (tokens,)):
+            bits |= 1 << ((h & 2147483647) % 52)
+        return bits - (1 << 64) if bits >= 1 << 63 else bits
+
+    made_up = ["de la cruz garcia garcia j maria", "a b c", "", None, "zoe ana zoe ana del rio",
+               " ".join(f"tok{i:02d}" for i in range(12, 0, -1)), "y", "luis de los santos"]
+    proc = _compile_inline(pipeline_db, dbt_target, "{{ name_keys('n') }}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    select = json.loads(proc.stdout[proc.stdout.index("{"):])["compiled"].replace("%", "%%")
+    rows = pconn.execute(f"select n, k.name_tokens, k.name_signature from unnest(%s::text[]) with ordinality as u (n, i)"
+                         f" cross join lateral ({select}) as k order by i", (made_up,)).fetchall()
+    assert [(tokens, sig) for _, tokens, sig in rows] == [(expected(n), signature(expected(n))) for n in made_up]
+    assert len(rows[5][1]) == limit  # a long name is cut at the bound
+    stored = pconn.execute("select name_sorted, name_tokens, name_signature"
+                           " from intermediate.int_identity__records_usable").fetchall()
+    assert len(stored) > 1000
+    assert all(tokens == expected(name) for name, tokens, _ in stored)
+    named = [(tokens, sig) for _, tokens, sig in stored if tokens][:300]
+    assert len(named) == 300 and all(sig == signature(tokens) for tokens, sig in named)
+
+
 def test_key_hash_ranges_put_every_bigint_in_exactly_one(pipeline_db, dbt_target, pconn):
     """identity_candidates' full build reads the blocks of each key-hash range in its own branch:
     a hash in no range loses its block's pairs, a hash in two doubles them. Every range's

@@ -81,13 +81,11 @@ flagged as (
 ),
 
 tokenized as (
-    -- the tokens once per record (`offset 0` keeps them from being inlined into the signature,
-    -- which would work them out twice: measured 2x the time at 1M)
+    -- the name's tokens and signature in one pass over its tokens (macros/blocking_keys.sql)
     select flagged.*, name_keys.name_tokens, name_keys.name_signature
     from flagged
     cross join lateral (
-        select tokens.name_tokens, {{ name_signature('tokens.name_tokens') }} as name_signature
-        from (select {{ name_key_tokens('flagged.name_sorted') }} as name_tokens offset 0) as tokens
+        {{ name_keys('flagged.name_sorted') | indent(8) }}
     ) as name_keys
 ),
 
