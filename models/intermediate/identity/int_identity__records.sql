@@ -41,8 +41,8 @@ with
 
 {#- Incremental: which raw rows are new or changed, and which loaded records lost their raw row,
     is asked first, in one query over keys and raw hashes only (cheap: nothing is normalized):
-    every channel's (record_uid, raw_hash) full-joined once with the loaded records. The answer
-    is written into the query below as constant arrays: Postgres then filters each raw table
+    every channel's (source_table, source_pk, raw_hash) full-joined once with the loaded
+    records. The answer is written into the query below as constant arrays: Postgres then filters each raw table
     with a hash lookup *before* the staging view normalizes anything, and finds the vanished
     records by index. (Joining to the keys instead makes it normalize every raw row first; an
     array from a subquery is searched linearly.) Above `incremental_inline_keys_limit` changes
@@ -57,7 +57,6 @@ with
             select
                 '{{ c.table }}'::text as source_table,
                 staged.{{ c.pk }} as source_pk,
-                {{ record_uid("'" ~ c.table ~ "'::text", 'staged.' ~ c.pk) }} as record_uid,
                 {{ claim_attributed_hash(c) }} as raw_hash
             from {{ ref(c.model) }} as staged
             {{- claim_attribution_join(c) | indent(12) }}
@@ -67,15 +66,16 @@ with
         ),
 
         loaded as (
-            select record_uid, raw_hash from {{ this }} where not is_deleted
+            select record_uid, source_table, source_pk, raw_hash from {{ this }} where not is_deleted
         )
 
         -- a raw row with no live record of the same raw hash is new or changed; a live record
-        -- with no raw row is gone
+        -- with no raw row is gone. Matched on the raw key itself, not on the record_uid it
+        -- derives (an md5 per raw row: at 1M leads 2.45-2.60 s -> 1.98-2.14 s for this query)
         select raw.source_table, raw.source_pk, loaded.record_uid as vanished_uid
         from raw
-        full join loaded on loaded.record_uid = raw.record_uid
-        where raw.record_uid is null
+        full join loaded on loaded.source_pk = raw.source_pk and loaded.source_table = raw.source_table
+        where raw.source_pk is null
             or loaded.record_uid is null
             or loaded.raw_hash is distinct from raw.raw_hash
         limit {{ var('incremental_inline_keys_limit') + 1 }}
