@@ -76,12 +76,19 @@
     into an analyzed temp table first: planned against the load-id sub-query, the planner takes
     a third of all records for it and scans the whole table (at 1M leads, 100 edited leads cost
     4.2 s hash-joining all 11M pairs; with the count, index lookups: 0.24 s). -#}
-{% macro delete_rows_of_rewritten_records(relation, columns) -%}
+{% macro delete_rows_of_rewritten_records(relation, columns, skip_pruned=false) -%}
     {%- set usable = ref('int_identity__records_usable') -%}
     drop table if exists pg_temp.rewritten_records;
     create temp table rewritten_records on commit drop as
     select record_uid from {{ usable }}
-    where load_id > {{ loaded_through(usable) }} and not is_new;
+    where load_id > {{ loaded_through(usable) }} and not is_new
+    {%- if skip_pruned %}
+        -- the records whose kept keys the records' own run deleted (prune_blocking_keys)
+        and load_id is distinct from (
+            select loaded_through from {{ load_state_relation() }}
+            where model_name = '{{ this.identifier }}' and upstream_name = '{{ pruned_state_name() }}'
+        )
+    {%- endif %};
     analyze rewritten_records;
     {%- for column in columns %}
     delete from {{ relation }}
@@ -89,6 +96,125 @@
     {%- endfor %}
 {%- endmacro %}
 
+
+{#- The record_uid of every record an incremental run of int_identity__records_usable writes:
+    those int_identity__records loaded since its last run, and those holding a value whose
+    shared status flipped since (int_identity__shared_identifiers). One select, used by the
+    model and by its pre-hook (prune_blocking_keys), so both mean the same records. -#}
+{% macro records_usable_rewrites() -%}
+with flipped as (
+    select identifier_type, identifier_value
+    from {{ ref('int_identity__shared_identifiers') }}
+    where load_id > {{ loaded_through(ref('int_identity__shared_identifiers')) }}
+)
+
+select record_uid from {{ ref('int_identity__records') }}
+where load_id > {{ loaded_through(ref('int_identity__records')) }}
+{%- for type, column in [('phone', 'phone'), ('document', 'document_number'), ('email', 'email'), ('plate', 'plate')] %}
+union
+select records.record_uid
+from {{ ref('int_identity__records') }} as records
+inner join flipped
+    on flipped.identifier_type = '{{ type }}' and flipped.identifier_value = records.{{ column }}
+{%- endfor %}
+{%- endmacro %}
+
+{#- The blocking keys of rewritten records, deleted by index.
+
+    A record rewritten since the keys were made (an edited lead or driver, a lead a claim comes
+    to name, a deletion, a value whose shared status flipped) has keys made from its old values,
+    and they must go. The keys table has no index by record (at 1M leads that index would take
+    41M entries, built with every full build and written by every hourly run), so finding them
+    by record_uid reads the whole table: 2.3 GB and 2.5-5.9 s at 1M leads, in every run that
+    rewrites a single record. A key is found by its index, (key_hash, record_uid), once its
+    value is known: and the old values are still in int_identity__records_usable until that
+    model rewrites the record. So its pre-hook (incremental runs) works the old keys out from
+    the rows it is about to replace and deletes them by index, in its own transaction, and notes
+    the load id of its run (`pruned_state_name`): the keys' pre-hook then leaves the records of
+    that load id alone (delete_rows_of_rewritten_records with skip_pruned).
+
+    Only when the kept keys were made from exactly the rows the model holds now: the keys have
+    consumed every one of its rows (their mark, identity_load_state) and were made by the blocking
+    definition of now. Otherwise (the keys' last run failed or was not selected since the last
+    rewrite, or the definition changed), nothing is deleted here and the keys' pre-hook finds
+    those records' keys by reading the table as before. -#}
+{#- SQL: whether the replaced records are few enough for their keys to be looked up (the
+    pre-hook's temp table replaced_records): about 27 keys a record, each a lookup of ~11 us
+    into an index mostly out of shared buffers, against a pass over the whole table at ~8.5 us
+    a page (measured at 1M leads: 20,000 records took 6.0 s by lookups; the pass 2.5-5.9 s over
+    295k pages, docs/benchmark.md, round 21). More than one record per
+    `blocking_keys_lookup_pages_per_record` (35) pages of keys: the keys' pre-hook does the pass. -#}
+{% macro prune_records_few(keys) -%}
+    {%- set pages = var('blocking_keys_lookup_pages_per_record', 35) -%}
+    {%- if pages is not number or pages < 0 -%}
+        {{ exceptions.raise_compiler_error("blocking_keys_lookup_pages_per_record is '" ~ pages ~ "': a number of at least 0") }}
+    {%- endif -%}
+    (select count(*) from replaced_records) * {{ pages }} <= (select relpages from pg_class where oid = {{ relation_regclass(keys) }})
+{%- endmacro %}
+
+{% macro pruned_state_name() -%}pruned by int_identity__records_usable{%- endmacro %}
+
+{#- the blocking keys' relation, from the graph (a ref here would make the keys an upstream of
+    the model whose hook calls it: a cycle) -#}
+{% macro blocking_keys_relation() -%}
+    {%- for node in graph.nodes.values() if node.resource_type == 'model' and node.name == 'int_identity__blocking_keys' -%}
+        {{- return(api.Relation.create(database=node.database, schema=node.schema, identifier=node.alias)) -}}
+    {%- endfor -%}
+    {{- return(none) -}}
+{%- endmacro %}
+
+{#- pre-hook of int_identity__records_usable (incremental runs); `rewritten` selects the
+    record_uid of every record the model's run writes (new ones included: they have no row
+    here yet, hence no key) -#}
+{% macro prune_blocking_keys(rewritten) -%}
+    {%- set keys = blocking_keys_relation() -%}
+    {%- set current = false -%}
+    {%- if execute and keys is not none -%}
+        {%- set state = load_state_relation() -%}
+        {%- set found = run_query(
+            "select " ~ relation_regclass(keys) ~ " is not null"
+            ~ " and exists (select from " ~ state ~ " where model_name = '" ~ keys.identifier ~ "'"
+            ~ "   and upstream_name = 'definition:" ~ blocking_definition_fingerprint() ~ "')"
+            ~ " and coalesce((select loaded_through from " ~ state ~ " where model_name = '" ~ keys.identifier ~ "'"
+            ~ "   and upstream_name = '" ~ this.identifier ~ "'), -2)"
+            ~ "   >= coalesce((select max(load_id) from " ~ this ~ "), -1)"
+        ) -%}
+        {%- set current = found.rows[0][0] -%}
+    {%- endif -%}
+    {%- if current %}
+    drop table if exists pg_temp.replaced_records;
+    create temp table replaced_records on commit drop as
+    select kept.record_uid, kept.phone, kept.document_number, kept.email, kept.plate, kept.claim_driver_id,
+        kept.name_tokens, kept.name_signature
+    from {{ this }} as kept
+    where not kept.is_deleted and kept.record_uid in ({{ rewritten }});
+    drop table if exists pg_temp.replaced_keys;
+    create temp table replaced_keys on commit drop as
+    select old_keys.record_uid, {{ blocking_key_hash('old_keys.key_type', 'old_keys.key_value') }} as key_hash
+    from (
+        {{ blocking_key_rows('replaced_records') | indent(8) }}
+    ) as old_keys
+    where {{ prune_records_few(keys) }};
+    analyze replaced_keys;
+    -- one index lookup per key: the planner would rather hash the whole table for a few thousand
+    set local enable_hashjoin = off;
+    set local enable_mergejoin = off;
+    set local enable_memoize = off;
+    delete from {{ keys }} as keys
+    using replaced_keys as old
+    where keys.key_hash = old.key_hash and keys.record_uid = old.record_uid;
+    reset enable_hashjoin;
+    reset enable_mergejoin;
+    reset enable_memoize;
+    insert into {{ load_state_relation() }} (model_name, upstream_name, loaded_through, updated_at)
+    select '{{ keys.identifier }}', '{{ pruned_state_name() }}', {{ current_load_id() }}, now()
+    where {{ prune_records_few(keys) }}
+    on conflict (model_name, upstream_name)
+    do update set loaded_through = excluded.loaded_through, updated_at = excluded.updated_at
+    {%- else %}
+    select 'the blocking keys are not current: their pre-hook deletes the rewritten records'' keys'
+    {%- endif %}
+{%- endmacro %}
 
 {#- pre-hook of the identity models: memory for this model's transaction only, and the
     transaction's load id (current_load_id) -#}

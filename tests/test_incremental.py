@@ -258,6 +258,73 @@ def test_blocking_keys_a_crash_emptied_are_made_again_by_the_next_run(server, db
             assert_as_rebuilt(c, "healed", "rebuilt", "the healed run")
 
 
+def test_keys_of_rewritten_records_are_deleted_by_index_only_when_the_keys_are_current(server, dbt_target):
+    """int_identity__records_usable deletes the old blocking keys of the records it rewrites, by
+    index, before it replaces the rows they were made from, and notes its run (prune_blocking_keys):
+    only when the kept keys were made from exactly its rows and the records are few. Otherwise the
+    keys' own pre-hook finds them by reading the table. Every way leaves the keys and pairs a full
+    rebuild makes: a run that looked up keys of rows already replaced would leave the old ones."""
+    upstream = ["--select", "int_identity__claim_attributions", "int_identity__records",
+                "int_identity__shared_identifiers", "int_identity__records_usable"]
+    lookups = ["--vars", "{blocking_keys_lookup_pages_per_record: 0}"]  # however many are rewritten
+    never = ["--vars", "{blocking_keys_lookup_pages_per_record: 1000000000}"]
+    pruned_mark = ("select loaded_through from intermediate.identity_load_state"
+                   " where model_name = 'int_identity__blocking_keys' and upstream_name = 'pruned by int_identity__records_usable'")
+    newest = "select max(load_id) from intermediate.int_identity__records_usable"
+
+    def edit(c, first: int, count: int, tag: str) -> None:
+        # new e-mails (a key each) and no phone (nine one-deletion keys fewer)
+        c.execute("update raw.drivers set email = %s || driver_id || '@mail.pe', phone = null"
+                  " where driver_id in (select driver_id from raw.drivers order by driver_id offset %s limit %s)",
+                  (tag, first, count))
+
+    def as_rebuilt(c, env, name: str) -> None:
+        snapshot(c, name)
+        matcher(env, "dbt", "run", "--quiet", "--full-refresh")
+        snapshot(c, name + "_rebuilt")
+        assert_as_rebuilt(c, name, name + "_rebuilt", name)
+
+    with demo_database(server, "matcher_prune", leads=300, seed=5) as db:
+        env = subprocess_env(db, dbt_target)
+        matcher(env, "dbt", "run", "--quiet")
+        with db.connect(autocommit=True) as c:
+            assert c.execute(pruned_mark).fetchone() is None
+            edit(c, 0, 20, "a")
+        # the keys are current: the records' run deletes the old keys of drivers 0-19 itself
+        matcher(env, "dbt", "run", "--quiet", *upstream, *lookups)
+        with db.connect(autocommit=True) as c:
+            first = c.execute(newest).fetchone()[0]
+            assert c.execute(pruned_mark).fetchone()[0] == first
+            gone = c.execute("select count(*) from intermediate.int_identity__blocking_keys k"
+                             " join intermediate.int_identity__records_usable u using (record_uid)"
+                             " where u.load_id = %s", (first,)).fetchone()[0]
+            assert gone == 0, "the rewritten drivers' keys were deleted before the keys' own run"
+            edit(c, 10, 20, "b")
+        # the keys missed that run: drivers 10-29 are left to the keys' pre-hook
+        matcher(env, "dbt", "run", "--quiet", *upstream, *lookups)
+        with db.connect(autocommit=True) as c:
+            assert c.execute(newest).fetchone()[0] > first
+            assert c.execute(pruned_mark).fetchone()[0] == first
+        matcher(env, "dbt", "run", "--quiet", *lookups)
+        with db.connect(autocommit=True) as c:
+            as_rebuilt(c, env, "behind")
+            mark = c.execute(pruned_mark).fetchone()[0]
+            edit(c, 40, 20, "c")
+        # too many to look up: left to the keys' pre-hook, and the keys fall behind again
+        matcher(env, "dbt", "run", "--quiet", *upstream, *never)
+        with db.connect(autocommit=True) as c:
+            assert c.execute(pruned_mark).fetchone()[0] == mark
+            edit(c, 50, 20, "d")
+        # drivers 50-59 were rewritten without a lookup: their kept keys are the ones before "c",
+        # not those of the rows here now, so nothing is looked up
+        matcher(env, "dbt", "run", "--quiet", *upstream, *lookups)
+        with db.connect(autocommit=True) as c:
+            assert c.execute(pruned_mark).fetchone()[0] == mark
+        matcher(env, "dbt", "run", "--quiet", *lookups)
+        with db.connect(autocommit=True) as c:
+            as_rebuilt(c, env, "too_many")
+
+
 PARTIAL_INDEXES = {
     ("int_identity__records", "phone"), ("int_identity__records", "document_number"),
     ("int_identity__records", "email"), ("int_identity__records", "plate"),

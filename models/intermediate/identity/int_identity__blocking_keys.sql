@@ -6,7 +6,7 @@
     indexes=[{'columns': ['key_hash', 'record_uid', 'name_signature']}],
     pre_hook=[
         "{% if is_incremental() %}{{ check_blocking_definition() }}{% endif %}",
-        "{% if is_incremental() %}{{ delete_rows_of_rewritten_records(this, ['record_uid']) }}{% endif %}",
+        "{% if is_incremental() %}{{ delete_rows_of_rewritten_records(this, ['record_uid'], skip_pruned=true) }}{% endif %}",
         "{% if not is_incremental() %}{{ parallel_full_build_settings() }}{% endif %}",
     ],
     post_hook=[
@@ -26,7 +26,10 @@
 -- arrives later still meets the ones already here. One-deletion keys carry the record's name
 -- signature (a bit per name token): their neighbours become pairs only where names can agree.
 -- Incremental: the keys of records rewritten since the last run are deleted and built again; a
--- new record only adds its own. A full build runs on every core (parallel_full_build_settings).
+-- new record only adds its own. Their old keys are deleted, by index, by the pre-hook of
+-- int_identity__records_usable before it replaces the rows they were made from
+-- (prune_blocking_keys); this model's pre-hook finds by a pass over the table only those of
+-- records that hook could not do (the keys were behind the records, or too many were rewritten). A full build runs on every core (parallel_full_build_settings).
 -- An incremental run stops, before writing anything, when the keys are now made differently
 -- from when the kept ones were (check_blocking_definition): a full refresh rebuilds them.
 -- After every build's commit, a vacuum marks the pages written all-visible (vacuum_appended), so

@@ -7,6 +7,9 @@
         {'columns': ['record_uid']},
         {'columns': ['load_id']},
     ],
+    pre_hook=[
+        "{% if is_incremental() %}{{ prune_blocking_keys(records_usable_rewrites()) }}{% endif %}",
+    ],
     post_hook=[
         "{{ mark_loaded(ref('int_identity__records')) }}",
         "{{ mark_loaded(ref('int_identity__shared_identifiers')) }}",
@@ -21,6 +24,8 @@
 -- counted again for both names; `is_new` (the record was not here before) spares the models
 -- below a search for keys and pairs the record cannot have yet. `name_tokens` and
 -- `name_signature` are what blocking reads of the name, worked out here once per record.
+-- Before it rewrites anything, an incremental run deletes the blocking keys of the records it
+-- replaces, found by index from their values here (prune_blocking_keys, macros/incremental_state.sql).
 
 with shared as (
     select identifier_type, identifier_value
@@ -30,22 +35,8 @@ with shared as (
 
 {% if is_incremental() %}
 
-flipped as (
-    select identifier_type, identifier_value
-    from {{ ref('int_identity__shared_identifiers') }}
-    where load_id > {{ loaded_through(ref('int_identity__shared_identifiers')) }}
-),
-
 todo as (
-    select record_uid from {{ ref('int_identity__records') }}
-    where load_id > {{ loaded_through(ref('int_identity__records')) }}
-    {%- for type, column in [('phone', 'phone'), ('document', 'document_number'), ('email', 'email'), ('plate', 'plate')] %}
-    union
-    select records.record_uid
-    from {{ ref('int_identity__records') }} as records
-    inner join flipped
-        on flipped.identifier_type = '{{ type }}' and flipped.identifier_value = records.{{ column }}
-    {%- endfor %}
+    {{ records_usable_rewrites() | indent(4) }}
 ),
 
 records as (
