@@ -28,7 +28,7 @@ from matcher.migrate import migrate
 
 # Phases that make the benchmark's input (raw rows), not part of the pipeline the targets time
 # ("from raw tables to views"): reported, and left out of each round's pipeline seconds.
-INPUT_PHASES = ("generate", "append_leads")
+INPUT_PHASES = ("generate", "append_leads", "edit_drivers")
 
 OPS_VIEWS = ("ops_identity_gap_summary", "ops_kpi_red_backlog", "ops_kpi_red_recovery_metrics_daily",
              "ops_matcher_health", "ops_driver_unlinked_activity")
@@ -186,7 +186,9 @@ def _pipeline_round(name: str, db: Database, project: Path, cfg: Config, env_ext
 
 
 def run_benchmark(db: Database, project: Path, cfg: Config, *, leads: int, drivers: int | None, incremental: int,
-                  seed: int = 42, with_tests: bool = False) -> dict:
+                  seed: int = 42, with_tests: bool = False, edited: int = 0) -> dict:
+    """`edited`: drivers whose profile changes (demo.edit_drivers) before the incremental round,
+    besides its new leads, as an hourly run sees them."""
     env_extra = {"MATCHER_DATABASE_URL": " ".join(f"{k}={v}" for k, v in db.resolved().params.items())}
     rounds: list[Round] = []
     calibration = calibrate(db)
@@ -212,8 +214,11 @@ def run_benchmark(db: Database, project: Path, cfg: Config, *, leads: int, drive
     if incremental:
         with db.connect(autocommit=True) as conn:
             _, s = _timed(lambda: demo.append_leads(conn, incremental, seed=seed + 1, schema=cfg.raw_schema, spec=spec))
+            changed, edit_s = _timed(lambda: demo.edit_drivers(conn, edited, seed=seed + 1, schema=cfg.raw_schema))
         inc = _pipeline_round(f"incremental_{incremental}", db, project, cfg, env_extra)
         inc.phases.insert(0, Phase("append_leads", s, incremental, "records"))
+        if edited:
+            inc.phases.insert(1, Phase("edit_drivers", edit_s, changed, "records"))
         rounds.append(inc)
 
     rounds.append(_pipeline_round("no_change", db, project, cfg, env_extra))
@@ -221,6 +226,7 @@ def run_benchmark(db: Database, project: Path, cfg: Config, *, leads: int, drive
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "leads": leads,
         "drivers": drivers if drivers is not None else leads // 2,
+        "edited": edited if incremental else 0,
         "machine": machine() | {"calibration_seconds": calibration},
         "rounds": [r.as_dict() for r in rounds],
     }
@@ -330,7 +336,7 @@ def figures_markdown(out_dir: Path) -> str:
     runs = sorted((json.loads(p.read_text()) for p in out_dir.glob("bench_*.json")), key=lambda r: r["leads"])
     lines = [TARGETS, "", "### Scaling", "",
              "Run times are the pipeline's, from raw tables to views; in brackets, with generating the"
-             " raw rows (`generate`, `append_leads`), which the pipeline does not do.", "",
+             " raw rows (`generate`, `append_leads`, `edit_drivers`), which the pipeline does not do.", "",
              "| leads | drivers | records | full run (s) | incremental (new leads, s) | no-change re-run (s) |"
              " matcher pairs/s (read+score) | matcher pairs/s (whole run) | rows written/s | matcher peak MB | measured |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -346,7 +352,8 @@ def figures_markdown(out_dir: Path) -> str:
         matcher_s = sum(p["seconds"] for name, p in phases.items() if name.startswith("matcher_"))
         inc_cell = "-"
         if inc:
-            inc_cell = f"{inc['round'].split('_')[1]} / {_pipeline_seconds(inc):.1f} ({inc['total_seconds']:.1f})"
+            edits = f" + {r['edited']:,} drivers edited" if r.get("edited") else ""
+            inc_cell = f"{inc['round'].split('_')[1]}{edits} / {_pipeline_seconds(inc):.1f} ({inc['total_seconds']:.1f})"
         lines.append(
             f"| {r['leads']:,} | {r['drivers']:,} | {phases['generate'].get('records', 0):,} |"
             f" {_pipeline_seconds(full):.1f} ({full['total_seconds']:.1f}) |"

@@ -357,16 +357,18 @@ def origins_repair(ctx: Context, reason, person_key):
 @click.option("--leads", default=10000, show_default=True, help="Lead records to generate.")
 @click.option("--drivers", type=int, default=None, help="Driver records (default leads/2).")
 @click.option("--incremental", default=1000, show_default=True, help="New leads for the incremental round (0: skip).")
+@click.option("--edited", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Drivers whose e-mail changes before the incremental round, besides its new leads.")
 @click.option("--with-tests", is_flag=True, help="Also time `dbt test` on the full data.")
 @click.option("--write/--no-write", default=True, show_default=True, help="Write figures to docs/benchmarks/.")
 @pass_ctx
 @handle_errors
-def bench(ctx: Context, leads, drivers, incremental, with_tests, write):
+def bench(ctx: Context, leads, drivers, incremental, edited, with_tests, write):
     """Benchmark the full pipeline, an incremental round and a no-change re-run (DESTROYS the data in the database)."""
     from matcher import bench as bench_mod
 
     result = bench_mod.run_benchmark(ctx.db, ctx.project, ctx.config, leads=leads, drivers=drivers,
-                                     incremental=incremental, with_tests=with_tests)
+                                     incremental=incremental, with_tests=with_tests, edited=edited)
     for rnd in result["rounds"]:
         table = Table(title=f"{rnd['round']}: {rnd['total_seconds']:.1f} s, matcher peak {rnd['matcher_peak_mb']} MB,"
                             f" rows written {rnd['rows_written']:,}")

@@ -481,6 +481,30 @@ def append_leads(
     return counts
 
 
+def edit_drivers(conn: psycopg.Connection, n: int, *, seed: int, schema: str = "raw") -> int:
+    """Edit ``n`` existing drivers the way a driver's profile changes between two hourly runs: a
+    new e-mail address (the old one with a tag before it; one made from the driver id where there
+    was none or a blank one) and ``updated_at`` now. Who they are does not change, so the ground
+    truth stays as it is. The drivers are a pseudo-random pick by ``seed``; returns how many
+    rows changed (fewer than ``n`` when there are fewer drivers)."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    if n == 0:
+        return 0
+    _settle(conn)
+    with conn.transaction():
+        return conn.execute(
+            sql.SQL(
+                "update {drivers} d set email = %(tag)s || case when btrim(coalesce(d.email, '')) = ''"
+                "   then d.driver_id || '@mail.pe' else d.email end,"
+                " updated_at = now()"
+                " where d.driver_id in (select driver_id from {drivers}"
+                "   order by hashtextextended(driver_id, %(seed)s) limit %(n)s)"
+            ).format(drivers=sql.Identifier(schema, "drivers")),
+            {"tag": f"e{seed % 1000}.", "seed": seed, "n": n},
+        ).rowcount
+
+
 # --------------------------------------------------------------------------------------
 # Database helpers
 # --------------------------------------------------------------------------------------

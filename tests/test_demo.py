@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from matcher import demo
-from matcher.demo import RAW_TABLES, DemoSpec, append_leads, create_raw_schema, generate
+from matcher.demo import RAW_TABLES, DemoSpec, append_leads, create_raw_schema, edit_drivers, generate
 
 NOW = datetime(2026, 1, 12, 10, tzinfo=UTC)
 
@@ -471,6 +471,36 @@ def test_append_leads_reuses_a_returning_person_identifiers(conn, schema):
         phones[r["entity"]].add(r["phone"])
         documents[r["entity"]].add(r["document"])
     assert all(len(phones[e]) == 1 and len(documents[e]) == 1 for e in returning)
+
+
+def test_edit_drivers_changes_the_e_mail_of_a_seeded_pick_and_nothing_else(conn, schema, schema2):
+    """The benchmark's edited drivers: n of them get a new e-mail and updated_at, chosen by the
+    seed; every other row and the ground truth stay as they were."""
+    generate(conn, DemoSpec(leads=300, seed=4, now=NOW), schema)
+    s = f'"{schema}"'
+    before = {r[0]: r[1:] for r in rows(conn, f"select driver_id, email, updated_at, phone, full_name from {s}.drivers")}
+    untouched = {t: table_md5(conn, schema, t) for t in (*RAW_TABLES, "ground_truth") if t != "drivers"}
+    assert edit_drivers(conn, 25, seed=8, schema=schema) == 25
+    after = {r[0]: r[1:] for r in rows(conn, f"select driver_id, email, updated_at, phone, full_name from {s}.drivers")}
+    changed = {k for k in before if after[k] != before[k]}
+    assert len(changed) == 25 and after.keys() == before.keys()
+    for k in changed:
+        email, updated_at, phone, name = after[k]
+        old = before[k][0] if (before[k][0] or "").strip() else f"{k}@mail.pe"
+        assert email == "e8." + old and email != before[k][0]
+        assert (before[k][1] is None or updated_at > before[k][1]) and (phone, name) == before[k][2:]
+    assert {t: table_md5(conn, schema, t) for t in untouched} == untouched
+    # the same seed picks the same drivers, another seed others; asking for more edits them all
+    generate(conn, DemoSpec(leads=300, seed=4, now=NOW), schema2)
+    edit_drivers(conn, 25, seed=8, schema=schema2)
+    assert {r[0] for r in rows(conn, f'select driver_id from "{schema2}".drivers where email like %s', "e8.%")} == changed
+    assert edit_drivers(conn, 25, seed=9, schema=schema2) == 25
+    again = {r[0] for r in rows(conn, f'select driver_id from "{schema2}".drivers where email like %s', "e9.%")}
+    assert len(again) == 25 and again != changed
+    assert edit_drivers(conn, 10**6, seed=1, schema=schema2) == len(before)
+    assert edit_drivers(conn, 0, seed=1, schema=schema2) == 0
+    with pytest.raises(ValueError):
+        edit_drivers(conn, -1, seed=1, schema=schema2)
 
 
 def test_generate_commits_on_a_non_autocommit_connection(conn, db_url, schema):
