@@ -117,6 +117,21 @@ WRITTEN_TABLES = ("identity_registry", "identity_links", "identity_origin", "ide
 LINK_NEW, LINK_EXISTING, CONFLICT = 1, 2, 3
 
 
+def pair_positions(uids: np.ndarray, inverse: np.ndarray, rec_uid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs `inverse` (rows of two indexes into the sorted `uids`) as two int32 arrays of
+    positions in `rec_uid` (sorted: the records read). A pair with a record not read (it left the
+    input since dbt built the candidates) is dropped; records read and in no pair are ignored."""
+    if len(rec_uid) == len(uids) and np.array_equal(rec_uid, uids):
+        return inverse[:, 0].copy(), inverse[:, 1].copy()
+    position = np.searchsorted(rec_uid, uids)
+    present = position < len(rec_uid)
+    present[present] &= rec_uid[position[present]] == uids[present]
+    position[~present] = -1
+    li, ri = position[inverse[:, 0]], position[inverse[:, 1]]
+    keep = (li >= 0) & (ri >= 0)
+    return li[keep].astype(np.int32), ri[keep].astype(np.int32)
+
+
 @dataclass
 class RunResult:
     run_id: int
@@ -482,17 +497,7 @@ class Run:
         with r.clock("read_records"):
             rec_uid, rec_freq, rec_person, values, codes = self._read_records(conn, uids)
         with r.clock("read_index"):
-            # a pair whose record has left the input since dbt built the candidates is not scored
-            if len(rec_uid) != len(uids):
-                position = np.searchsorted(rec_uid, uids)
-                present = position < len(rec_uid)
-                present[present] &= rec_uid[position[present]] == uids[present]
-                position[~present] = -1
-                li, ri = position[inverse[:, 0]], position[inverse[:, 1]]
-                keep = (li >= 0) & (ri >= 0)
-                li, ri = li[keep].astype(np.int32), ri[keep].astype(np.int32)
-            else:
-                li, ri = inverse[:, 0].copy(), inverse[:, 1].copy()
+            li, ri = pair_positions(uids, inverse, rec_uid)
             del inverse
         r.timings["read"] = time.perf_counter() - t_read
         return self._score(li, ri, rec_uid, rec_freq, rec_person, values, codes, r)
@@ -522,9 +527,15 @@ class Run:
                 " where exists (select 1 from due d where d.record_uid = c.right_uid)"
                 "   and not exists (select 1 from due d where d.record_uid = c.left_uid)"), 2, max_rows=bound)
 
+    def _live_records_estimate(self, conn) -> int:
+        """The planner's count of identity_records (live records): its statistics, no scan."""
+        plan = conn.execute(self.q("explain (format json) select from {ident}.identity_records")).fetchone()[0]
+        return int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
+
     def _read_records(self, conn, uids: np.ndarray):
-        """What the records `uids` (sorted) carry, once per record and sorted by record_uid: (uids
-        still live, name frequencies, person keys or None, each field's Values, their codes)."""
+        """What the records `uids` (sorted) carry, once per record and sorted by record_uid: (their
+        uids, name frequencies, person keys or None, each field's Values, their codes). The uids are
+        those still live, or every live record when nearly all of them are among `uids`."""
         conn.execute("drop table if exists pg_temp.involved, pg_temp.attrs")
         columns = (
             "r.record_uid, coalesce(r.phone, '') as phone, coalesce(r.document_number, '') as document,"
@@ -542,6 +553,17 @@ class Run:
                 " left join {canon}.identity_links l on l.record_uid = r.record_uid"
                 " where r.record_uid = any(%s::bigint[])"
                 " order by r.record_uid"), (uids.tolist(),))
+        elif 2 * len(uids) >= self._live_records_estimate(conn):
+            # Nearly every live record is involved (a first run: 98.8% of them at 1M leads): read
+            # them all in one scan on every core, instead of joining a temporary table of their
+            # ids, which keeps the query on one (1M leads: 4.0-4.5 s -> 2.95 s, and no COPY of
+            # 1.5M ids). The caller finds the pairs' records among them by uid; the others are
+            # never scored, and at most as many again as those involved.
+            conn.execute(self.q(
+                "create temp table attrs as select " + columns
+                + " from {ident}.identity_records r"
+                " left join {canon}.identity_links l on l.record_uid = r.record_uid"
+                " order by r.record_uid"))
         else:
             conn.execute("create temp table involved (record_uid bigint not null)")
             copyio.write_int64(conn, sql.Identifier("involved"), ["record_uid"], [uids])

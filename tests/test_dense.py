@@ -82,3 +82,34 @@ def test_matcher_process_leaves_huge_pages_off_unless_asked(setting, expected):
     if out == "unknown":
         pytest.skip("this numpy does not say whether it advises huge pages")
     assert out == str(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pairs=hnp.arrays(np.int64, st.tuples(st.integers(0, 40), st.just(2)), elements=st.integers(-50, 50)),
+    gone=st.sets(st.integers(-50, 50), max_size=10),
+    extra=st.sets(st.integers(-80, 80), max_size=30),
+)
+def test_pair_positions_find_each_pair_among_the_records_read(pairs, gone, extra):
+    """runner.pair_positions: whatever records were read (fewer, when some left the input; more,
+    when every live record was read; as many but others), each kept pair points at its own two
+    records, and exactly the pairs with a record not read are dropped, in order."""
+    from matcher.runner import pair_positions
+
+    uids, inverse = dense_index(pairs)
+    rec_uid = np.array(sorted((set(uids.tolist()) - gone) | (extra - gone)), dtype=np.int64)
+    li, ri = pair_positions(uids, inverse, rec_uid)
+    read = set(rec_uid.tolist())
+    expected = [(a, b) for a, b in pairs.tolist() if a in read and b in read]
+    assert li.dtype == np.int32 and ri.dtype == np.int32
+    assert list(zip(rec_uid[li].tolist(), rec_uid[ri].tolist())) == expected
+
+
+def test_pair_positions_with_as_many_records_read_but_other_ones():
+    from matcher.runner import pair_positions
+
+    pairs = np.array([[10, 20], [20, 30]], dtype=np.int64)
+    uids, inverse = dense_index(pairs)
+    # 10 left the input and 25 (in no pair) was read instead: the same count, not the same records
+    li, ri = pair_positions(uids, inverse, np.array([20, 25, 30], dtype=np.int64))
+    assert li.tolist() == [0] and ri.tolist() == [2]

@@ -167,31 +167,44 @@ def test_every_link_carries_the_confidence_of_its_rule(pconn):
     assert all(confidence == expected[rule] for rule, confidence, _ in found), found
 
 
-def test_record_attributes_read_alike_through_an_array_and_a_table(pipeline_db, pconn, monkeypatch):
-    """A run reads its records' attributes by an array parameter up to RECORD_ARRAY_MAX records,
-    through a temporary table above it: both give the same records, values and persons, and
-    both leave out a record that is gone."""
+def test_record_attributes_read_alike_through_an_array_a_table_and_every_live_record(pipeline_db, pconn, monkeypatch):
+    """A run reads its records' attributes by an array parameter up to RECORD_ARRAY_MAX records;
+    above it, every live record when the planner counts at most twice as many as those asked for
+    (a first run), else through a temporary table of their ids. All three give the same records,
+    values and persons and leave out a record that is gone; the second gives the other live
+    records too."""
     import numpy as np
 
     from matcher import config as config_mod
     from matcher import runner
     from matcher.config import FIELDS
 
-    uids = np.array(sorted({u for (u,) in pconn.execute(
-        "select left_uid from identity.identity_candidates union select right_uid from identity.identity_candidates")}
-        | {1}), dtype=np.int64)  # record 1 does not exist
+    involved = sorted({u for (u,) in pconn.execute(
+        "select left_uid from identity.identity_candidates union select right_uid from identity.identity_candidates")})
+    # every other one, so that live records are left out, and record 1, which does not exist
+    uids = np.array(sorted(set(involved[::2]) | {1}), dtype=np.int64)
+    live = sorted(u for (u,) in pconn.execute("select record_uid from identity.identity_records"))
     linked = pconn.execute("select count(*) from canon.identity_links where record_uid = any(%s)",
                            (uids.tolist(),)).fetchone()[0]
     run = runner.Run(pipeline_db.db, config_mod.load(project=ROOT))
+    assert run._live_records_estimate(pconn) > 0
     read = {}
-    for way, bound in (("array", len(uids)), ("table", len(uids) - 1)):
+    for way, bound, estimate in (("array", len(uids), None), ("table", len(uids) - 1, 2 * len(uids) + 1),
+                                 ("every live record", len(uids) - 1, 2 * len(uids))):
         monkeypatch.setattr(runner, "RECORD_ARRAY_MAX", bound)
+        if estimate is not None:
+            monkeypatch.setattr(run, "_live_records_estimate", lambda conn, n=estimate: n)
         rec_uid, rec_freq, rec_person, values, codes = run._read_records(pconn, uids)
+        if way == "every live record":
+            assert rec_uid.tolist() == live
+            asked = np.isin(rec_uid, uids)
+            rec_uid, rec_freq, rec_person = rec_uid[asked], rec_freq[asked], rec_person[asked]
+            codes = {f: c[asked] for f, c in codes.items()}
         read[way] = (rec_uid.tolist(), rec_freq.tolist(), rec_person.tolist(),
                      {f: values[f].strings[codes[f]].tolist() for f in FIELDS})
-    assert read["array"] == read["table"]
+    assert read["array"] == read["table"] == read["every live record"]
     rec_uid, rec_freq, rec_person, fields = read["array"]
-    assert rec_uid == sorted(rec_uid) and 1 not in rec_uid and len(rec_uid) == len(uids) - 1
+    assert rec_uid == sorted(rec_uid) and 1 not in rec_uid and len(rec_uid) == len(uids) - 1 < len(live)
     assert sum(p is not None for p in rec_person) == linked > 0
     assert any(fields["phone"]) and any(fields["name"]) and max(rec_freq) > 1
 
