@@ -157,6 +157,17 @@ def test_every_person_has_the_origin_its_links_give(pconn):
     assert origins.inconsistent(pconn, config_mod.load(project=ROOT)) == []
 
 
+def test_the_run_counts_the_records_it_left_pending(pconn):
+    """The pending count a run keeps (counted on a connection of its own while the run refreshes
+    the red-KPI state) is the number of records without a link after its writes."""
+    kept, runs = pconn.execute("select pending, count(*) over () from canon.match_runs where command = 'run'"
+                               " and status = 'succeeded' order by run_id desc limit 1").fetchone()
+    now = pconn.execute("select count(*) from identity.identity_pending_records").fetchone()[0]
+    unlinked = pconn.execute("select count(*) from identity.identity_records r where not exists"
+                             " (select 1 from canon.identity_links l where l.record_uid = r.record_uid)").fetchone()[0]
+    assert runs >= 1 and kept == now == unlinked > 0
+
+
 def test_every_link_carries_the_confidence_of_its_rule(pconn):
     from matcher import config as config_mod
 
