@@ -518,8 +518,7 @@ class Run:
         # (1M leads, 11.6M pairs: 7.0-7.6 s -> 1.8 s). _select_due found whether it is one.
         everything_due = not self.limit and self.nothing_attempted
         # either read returns each pair at most once: the table's size (as the planner sees it) bounds it
-        plan = conn.execute(self.q("explain (format json) select from {ident}.identity_candidates")).fetchone()[0]
-        bound = int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
+        bound = self._planned_rows(conn, "identity_candidates")
         if everything_due:
             return copyio.read_int64(conn, self.q("select left_uid, right_uid from {ident}.identity_candidates"), 2,
                                      max_rows=bound)
@@ -537,10 +536,14 @@ class Run:
                 " where exists (select 1 from due d where d.record_uid = c.right_uid)"
                 "   and not exists (select 1 from due d where d.record_uid = c.left_uid)"), 2, max_rows=bound)
 
-    def _live_records_estimate(self, conn) -> int:
-        """The planner's count of identity_records (live records): its statistics, no scan."""
-        plan = conn.execute(self.q("explain (format json) select from {ident}.identity_records")).fetchone()[0]
+    def _planned_rows(self, conn, table: str) -> int:
+        """The planner's count of the rows of `table` (in the identity schema): its statistics, no scan."""
+        plan = conn.execute(self.q("explain (format json) select from {ident}.{table}",
+                                   table=sql.Identifier(table))).fetchone()[0]
         return int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
+
+    def _live_records_estimate(self, conn) -> int:
+        return self._planned_rows(conn, "identity_records")
 
     def _read_records(self, conn, uids: np.ndarray):
         """What the records `uids` (sorted) carry, once per record and sorted by record_uid: (their
