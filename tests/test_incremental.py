@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -323,6 +324,52 @@ def test_keys_of_rewritten_records_are_deleted_by_index_only_when_the_keys_are_c
         matcher(env, "dbt", "run", "--quiet", *lookups)
         with db.connect(autocommit=True) as c:
             as_rebuilt(c, env, "too_many")
+
+
+
+def test_the_keys_vacuum_waits_for_older_transactions_so_their_pages_end_all_visible(server, dbt_target):
+    """A vacuum cannot mark pages all-visible while a transaction older than their rows is open
+    (autovacuum analyzing another table, a dashboard query), and identity_candidates then reads
+    the keys' heap, or sorts them all in a full build. The keys' vacuum waits for such a
+    transaction to end, up to a bound (vacuum_appended), and leaves every page all-visible; past
+    the bound it vacuums anyway and says so."""
+    keys = "'intermediate.int_identity__blocking_keys'::regclass"
+    waiting = ("select count(*) from pg_stat_activity where datname = current_database()"
+               " and query like '%vacuum_appended: waiting for older transactions%' and pid <> pg_backend_pid()")
+
+    def run_with_older_transaction(db, env, wait_vars: str, release_when_waited: bool) -> tuple[str, bool, bool]:
+        """A dbt run while an older transaction is open: (its output, whether its vacuum waited,
+        whether every page of keys is all-visible after it)."""
+        with db.connect(autocommit=True) as c:
+            assert sum(demo.append_leads(c, 40, seed=17 + len(wait_vars)).values()) > 0
+        with db.connect() as older, db.connect(autocommit=True) as watch:
+            older.execute("set transaction isolation level repeatable read")
+            older.execute("select 1")  # its snapshot predates every row the run writes
+            proc = subprocess.Popen([sys.executable, "-m", "matcher", "dbt", "run", "--vars", wait_vars],
+                                    env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            seen = False
+            while proc.poll() is None and not seen:
+                seen = watch.execute(waiting).fetchone()[0] > 0
+                time.sleep(0.02)
+            if release_when_waited:
+                older.rollback()
+            out, _ = proc.communicate(timeout=600)
+            assert proc.returncode == 0, out[-3000:]
+        with db.connect(autocommit=True) as c:
+            pages, visible = c.execute(f"select relpages, relallvisible from pg_class where oid = {keys}").fetchone()
+        return out, seen, pages > 0 and visible == pages
+
+    with demo_database(server, "matcher_vacuum", leads=300, seed=3) as db:
+        env = subprocess_env(db, dbt_target)
+        matcher(env, "dbt", "run", "--quiet")
+        out, waited, all_visible = run_with_older_transaction(db, env, "{vacuum_appended_wait_seconds: 600}", True)
+        assert waited and "transaction(s) older than its rows to end" in out
+        assert all_visible, "the vacuum waited for the older transaction and marked every page of keys"
+        # an older transaction that outlasts the bound (a tenth of it, after an hourly run): the run
+        # goes on, its vacuum marks what it can, and the log says why the rest is not marked
+        out, waited, all_visible = run_with_older_transaction(db, env, "{vacuum_appended_wait_seconds: 5}", False)
+        assert waited and "older transaction(s) still open; vacuuming anyway" in out
+        assert not all_visible
 
 
 PARTIAL_INDEXES = {
