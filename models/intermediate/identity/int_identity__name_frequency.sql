@@ -30,7 +30,8 @@ touched as (
 final as (
     select touched.name_sorted, count(usable.name_sorted)::integer as name_frequency
     from touched
-    left join usable on usable.name_sorted = touched.name_sorted
+    -- through the records' partial index on the name, which is in byte order (partial_indexes)
+    left join usable on usable.name_sorted collate "C" = touched.name_sorted
     group by touched.name_sorted
 )
 

@@ -36,14 +36,15 @@ touched as (
 ),
 
 -- the live records holding a touched value, looked up per identifier column through the
--- records' partial index on it (partial_indexes, int_identity__records), not found by a
+-- records' partial index on it (partial_indexes, int_identity__records: in byte order, so the
+-- lookup names that collation), not found by a
 -- pass over every record (1.2-1.6 s at 1M leads in every hourly run, whatever it brought;
 -- before that pass, unfolding every record's four identifiers and joining them all: 4.4 s)
 holders as (
     {%- for type, column in [('phone', 'phone'), ('document', 'document_number'), ('email', 'email'), ('plate', 'plate')] %}
     select '{{ type }}'::text as identifier_type, holding.{{ column }} as identifier_value, holding.record_uid
     from {{ ref('int_identity__records') }} as holding
-    where holding.{{ column }} in (select identifier_value from touched where identifier_type = '{{ type }}')
+    where holding.{{ column }} collate "C" in (select identifier_value from touched where identifier_type = '{{ type }}')
         and not holding.is_deleted
     {%- if not loop.last %}
     union all
