@@ -337,11 +337,11 @@ def test_the_keys_vacuum_waits_for_older_transactions_so_their_pages_end_all_vis
     waiting = ("select count(*) from pg_stat_activity where datname = current_database()"
                " and query like '%vacuum_appended: waiting for older transactions%' and pid <> pg_backend_pid()")
 
-    def run_with_older_transaction(db, env, wait_vars: str, release_when_waited: bool) -> tuple[str, bool, bool]:
+    def run_with_older_transaction(db, env, wait_vars: str, release_when_waited: bool, seed: int) -> tuple[str, bool, bool]:
         """A dbt run while an older transaction is open: (its output, whether its vacuum waited,
         whether every page of keys is all-visible after it)."""
         with db.connect(autocommit=True) as c:
-            assert sum(demo.append_leads(c, 40, seed=17 + len(wait_vars)).values()) > 0
+            assert sum(demo.append_leads(c, 40, seed=seed).values()) > 0
         with db.connect() as older, db.connect(autocommit=True) as watch:
             older.execute("set transaction isolation level repeatable read")
             older.execute("select 1")  # its snapshot predates every row the run writes
@@ -362,12 +362,12 @@ def test_the_keys_vacuum_waits_for_older_transactions_so_their_pages_end_all_vis
     with demo_database(server, "matcher_vacuum", leads=300, seed=3) as db:
         env = subprocess_env(db, dbt_target)
         matcher(env, "dbt", "run", "--quiet")
-        out, waited, all_visible = run_with_older_transaction(db, env, "{vacuum_appended_wait_seconds: 600}", True)
+        out, waited, all_visible = run_with_older_transaction(db, env, "{vacuum_appended_wait_seconds: 600}", True, 17)
         assert waited and "transaction(s) older than its rows to end" in out
         assert all_visible, "the vacuum waited for the older transaction and marked every page of keys"
         # an older transaction that outlasts the bound (a tenth of it, after an hourly run): the run
         # goes on, its vacuum marks what it can, and the log says why the rest is not marked
-        out, waited, all_visible = run_with_older_transaction(db, env, "{vacuum_appended_wait_seconds: 5}", False)
+        out, waited, all_visible = run_with_older_transaction(db, env, "{vacuum_appended_wait_seconds: 20}", False, 18)
         assert waited and "older transaction(s) still open; vacuuming anyway" in out
         assert not all_visible
 
