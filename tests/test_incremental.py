@@ -326,7 +326,6 @@ def test_keys_of_rewritten_records_are_deleted_by_index_only_when_the_keys_are_c
             as_rebuilt(c, env, "too_many")
 
 
-
 def test_the_keys_vacuum_waits_for_older_transactions_so_their_pages_end_all_visible(server, dbt_target):
     """A vacuum cannot mark pages all-visible while a transaction older than their rows is open
     (autovacuum analyzing another table, a dashboard query), and identity_candidates then reads
